@@ -1,0 +1,25 @@
+"""Settings for the test suite: production settings over real PostgreSQL and Redis, on plain http."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-" + "k" * 50)
+os.environ.setdefault("CONSOLE_ISSUER", "http://testserver")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
+os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
+if "DATABASE_URL" not in os.environ:
+    raise RuntimeError("The tests need DATABASE_URL (PostgreSQL) and REDIS_URL: run them with `make test`.")
+
+from console.keys import load_or_create_rsa_key  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+os.environ.setdefault(
+    "OIDC_RSA_PRIVATE_KEY",
+    load_or_create_rsa_key(Path(__file__).resolve().parent.parent / "var" / "test_oidc_rsa.pem"),
+)
+
+from console.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests only

@@ -1,0 +1,264 @@
+"""
+Who may do what: MCP servers and their tools, agents, delegations and the tokens hanging off them.
+
+The DOT models (Agent, Grant, AccessToken, RefreshToken, IDToken) are swapped in here once and
+for all: DOT's swappable models cannot change after the first migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+from audit.events import record
+from oauth2_provider.models import (
+    AbstractAccessToken,
+    AbstractApplication,
+    AbstractGrant,
+    AbstractIDToken,
+    AbstractRefreshToken,
+)
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a generated secret.
+
+    Server secrets are 256-bit random strings, not passwords, so a fast hash is as strong as a
+    slow KDF here and keeps introspection (checked on every MCP request) cheap.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def scopes_of(scope: str) -> set[str]:
+    """The set of scope-tokens in a space-separated RFC 6749 scope string."""
+    return set(scope.split())
+
+
+class McpServer(models.Model):
+    """A resource server, known by its canonical resource URI (RFC 8707 / RFC 9728)."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    resource = models.URLField(
+        max_length=500, unique=True, help_text="Canonical resource URI, e.g. https://calendar.example.com/mcp"
+    )
+    description = models.TextField(blank=True)
+    client_id = models.CharField(max_length=64, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    default_scopes = models.TextField(
+        blank=True, help_text="Scopes granted when an agent asks for none (space-separated tool:action)."
+    )
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "MCP server"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_new_credentials(self) -> str:
+        """Give the server a fresh client id and secret; return the secret (shown once)."""
+        self.client_id = "srv_" + secrets.token_urlsafe(18)
+        secret = secrets.token_urlsafe(32)
+        self.secret_hash = hash_secret(secret)
+        return secret
+
+    def check_secret(self, secret: str) -> bool:
+        return hmac.compare_digest(self.secret_hash, hash_secret(secret))
+
+
+class Tool(models.Model):
+    class Risk(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+        HIGH = "high"
+
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, help_text="Shown to the human on the consent page.")
+    risk = models.CharField(max_length=10, choices=Risk.choices, default=Risk.LOW)
+
+    class Meta:
+        ordering = ["server", "name"]
+        constraints = [models.UniqueConstraint(fields=["server", "name"], name="unique_tool_per_server")]
+
+    def __str__(self) -> str:
+        return f"{self.server.name}/{self.name}"
+
+
+class ToolAction(models.Model):
+    """One action of a tool; its scope is ``<tool>:<action>`` on the tool's server."""
+
+    tool = models.ForeignKey(Tool, on_delete=models.CASCADE, related_name="actions")
+    name = models.CharField(max_length=50)
+
+    class Meta:
+        ordering = ["tool", "name"]
+        constraints = [models.UniqueConstraint(fields=["tool", "name"], name="unique_action_per_tool")]
+
+    def __str__(self) -> str:
+        return self.scope
+
+    @property
+    def scope(self) -> str:
+        return f"{self.tool.name}:{self.name}"
+
+
+class Agent(AbstractApplication):
+    """An OAuth client acting for humans: DOT's Application, with a lifecycle."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+
+    class Meta(AbstractApplication.Meta):
+        swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
+        verbose_name = "agent"
+
+    def is_usable(self, request) -> bool:
+        # Only active agents may authorize or get tokens; DOT then answers invalid_client.
+        return self.status == self.Status.ACTIVE and super().is_usable(request)
+
+    def clean(self) -> None:
+        super().clean()
+        # Plain http is allowed for native apps' loopback redirects only (RFC 8252 §7.3).
+        for uri in self.redirect_uris.split():
+            parts = urlsplit(uri)
+            if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+                raise ValidationError({"redirect_uris": f"{uri}: http is allowed for loopback hosts only."})
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding and self.registration_source != self.RegistrationSource.MANUAL:
+            # Self-registered agents (DCR, CIMD) start as the registration policy says.
+            self.status = PolicySetting.initial_agent_status()
+        adding = self._state.adding
+        super().save(*args, **kwargs)
+        if adding:
+            record(
+                "agent.registered",
+                outcome="allow",
+                agent=self,
+                detail={"source": self.registration_source, "status": self.status},
+            )
+
+
+class Delegation(models.Model):
+    """A human's grant of some scopes on one MCP server to one agent. Tokens never exceed it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        REVOKED = "revoked"
+        EXPIRED = "expired"
+
+    human = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegations")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="delegations")
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="delegations")
+    scope = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    expires = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["human", "agent", "server", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.human} → {self.agent} on {self.server}"
+
+    @property
+    def scopes(self) -> set[str]:
+        return scopes_of(self.scope)
+
+    def is_live(self) -> bool:
+        return self.status == self.Status.APPROVED and (self.expires is None or self.expires > timezone.now())
+
+
+class Grant(AbstractGrant):
+    delegation = models.ForeignKey(Delegation, null=True, blank=True, on_delete=models.CASCADE)
+
+    class Meta(AbstractGrant.Meta):
+        swappable = "OAUTH2_PROVIDER_GRANT_MODEL"
+
+
+class AccessToken(AbstractAccessToken):
+    # Null only for DOT's own registration-management tokens (RFC 7592), which never pass
+    # introspection: a token without a delegation is inactive for every MCP server.
+    delegation = models.ForeignKey(
+        Delegation, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens"
+    )
+
+    class Meta(AbstractAccessToken.Meta):
+        swappable = "OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL"
+
+
+class RefreshToken(AbstractRefreshToken):
+    delegation = models.ForeignKey(
+        Delegation, null=True, blank=True, on_delete=models.CASCADE, related_name="refresh_tokens"
+    )
+
+    class Meta(AbstractRefreshToken.Meta):
+        swappable = "OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL"
+
+
+class IDToken(AbstractIDToken):
+    class Meta(AbstractIDToken.Meta):
+        swappable = "OAUTH2_PROVIDER_ID_TOKEN_MODEL"
+
+
+class DelegationPolicy(models.Model):
+    """The members of a Django group may delegate these tool actions to agents."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="delegation_policy")
+    may_delegate = models.ManyToManyField(ToolAction, blank=True, related_name="delegable_by")
+
+    class Meta:
+        verbose_name_plural = "delegation policies"
+
+    def __str__(self) -> str:
+        return f"policy of {self.group.name}"
+
+
+class PolicySetting(models.Model):
+    """Console-wide policy settings that policy files set (one row per key)."""
+
+    AGENT_REGISTRATION = "agent_registration"
+    KEYS = {AGENT_REGISTRATION: ("auto_approve", "require_approval")}
+
+    key = models.CharField(max_length=50, unique=True)
+    value = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+    @classmethod
+    def agent_registration(cls) -> str:
+        row = cls.objects.filter(key=cls.AGENT_REGISTRATION).first()
+        return row.value if row else settings.AGENT_REGISTRATION_DEFAULT
+
+    @classmethod
+    def initial_agent_status(cls) -> str:
+        """Status of an agent that registered itself (DCR or CIMD), as the policy says."""
+        if cls.agent_registration() == "require_approval":
+            return Agent.Status.PENDING
+        return Agent.Status.ACTIVE

@@ -1,0 +1,95 @@
+"""
+DOT's request validator, bound to delegations.
+
+DOT does the OAuth work (PKCE, code and refresh handling, hashed storage, RFC 8707 narrowing);
+this subclass only ties every grant and token to the delegation behind it and asks the policy
+decision before a token is minted.
+"""
+
+from __future__ import annotations
+
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.oauth2.rfc6749 import errors
+
+from audit.events import record
+from policies.decisions import decide
+from policies.models import Grant
+from policies.oauth.resources import server_for_resource, target_error_description
+
+AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
+
+
+class PolicyValidator(OAuth2Validator):
+    def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs) -> bool:
+        # Agents act for a human: only grants that carry a human's delegation are accepted.
+        if grant_type not in AGENT_GRANT_TYPES:
+            return False
+        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+
+    def validate_code(self, client_id, code, client, request, *args, **kwargs) -> bool:
+        if not super().validate_code(client_id, code, client, request, *args, **kwargs):
+            return False
+        grant = Grant.objects.select_related("delegation__server").get(code=code, application=client)
+        request.delegation = grant.delegation
+        return True
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            return False
+        request.delegation = request.refresh_token_instance.delegation
+        return True
+
+    def _check_and_set_request_resource(self, request) -> None:
+        """After DOT's RFC 8707 handling, the token must name exactly its delegation's server.
+
+        A token request may omit ``resource``: DOT then inherits it from the code or the
+        refresh token, which were bound to one server when the human consented.
+        """
+        super()._check_and_set_request_resource(request)
+        delegation = getattr(request, "delegation", None)
+        if delegation is None:
+            raise errors.InvalidGrantError(description="The grant is not bound to a delegation.", request=request)
+        server = server_for_resource(request.resource)
+        if server is None or server.pk != delegation.server_id:
+            raise errors.CustomOAuth2Error(
+                error="invalid_target",
+                description=target_error_description(request.resource)
+                if server is None
+                else "The resource differs from the MCP server the human delegated to.",
+                request=request,
+            )
+        decision = decide(agent=request.client, server=server, delegation=delegation)
+        if not decision.allowed:
+            raise errors.InvalidGrantError(
+                description=f"The delegation does not allow new tokens ({decision.reason}).", request=request
+            )
+
+    def _create_authorization_code(self, request, code, expires=None):
+        grant = super()._create_authorization_code(request, code, expires)
+        grant.delegation = request.delegation
+        grant.save(update_fields=["delegation"])
+        return grant
+
+    def _create_access_token(self, expires, request, token, source_refresh_token=None):
+        access_token = super()._create_access_token(expires, request, token, source_refresh_token)
+        access_token.delegation = request.delegation
+        access_token.save(update_fields=["delegation"])
+        record(
+            "token.refreshed" if request.grant_type == "refresh_token" else "token.issued",
+            outcome="allow",
+            human=request.user,
+            agent=request.client,
+            server=request.delegation.server,
+            delegation=request.delegation,
+            token=access_token,
+            detail={"scope": access_token.scope},
+        )
+        return access_token
+
+    def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
+        refresh_token = super()._create_refresh_token(
+            request, refresh_token_code, access_token, previous_refresh_token
+        )
+        refresh_token.delegation = request.delegation
+        refresh_token.save(update_fields=["delegation"])
+        return refresh_token

@@ -1,0 +1,264 @@
+"""
+The protocol doors DOT does not cover as we need: the policy-aware consent page and the
+MCP-server introspection endpoint. Both are thin: rules live in ``policies.decisions``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import hashlib
+from urllib.parse import unquote_plus, urlsplit
+
+from django import forms
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_deny
+from django.views.decorators.csrf import csrf_exempt
+from oauth2_provider.exceptions import FatalClientError, OAuthToolkitError
+from oauth2_provider.forms import AllowForm
+from oauth2_provider.views import AuthorizationView
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFatalError
+
+from audit.events import record
+from policies.decisions import decide
+from policies.models import AccessToken, Agent, McpServer
+from policies.oauth.resources import server_for_resource, target_error_description
+from policies.oauth.scopes import scope_descriptions
+from policies.services import delegate
+
+
+class ConsentForm(AllowForm):
+    # The scopes the human leaves ticked; the hidden ``scope`` field holds what was requested.
+    grant = forms.MultipleChoiceField(required=False, choices=())
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        requested = (self.data.get("scope") if self.is_bound else self.initial.get("scope")) or ""
+        self.fields["grant"].choices = [(scope, scope) for scope in requested.split()]
+
+
+@method_decorator(xframe_options_deny, name="dispatch")
+@method_decorator(never_cache, name="dispatch")
+class ConsentView(AuthorizationView):
+    """The authorization endpoint: a logged-in human reviews what an agent asks for."""
+
+    template_name = "policies/consent.html"
+    form_class = ConsentForm
+
+    def get(self, request, *args, **kwargs):
+        # Consent is never skipped on the strength of an earlier token (DOT's
+        # approval_prompt=auto): that token may be bound to another server or fewer scopes.
+        if "approval_prompt" in request.GET:
+            request.GET = request.GET.copy()
+            del request.GET["approval_prompt"]
+        return super().get(request, *args, **kwargs)
+
+    def validate_authorization_request(self, request):
+        scopes, credentials = super().validate_authorization_request(request)
+        resources = request.GET.getlist("resource")
+        self.server = server_for_resource(resources)
+        if self.server is None:
+            # The client and its redirect URI are validated by now, so the error goes back to it.
+            raise OAuthToolkitError(
+                error=CustomOAuth2Error(
+                    error="invalid_target",
+                    description=target_error_description(resources),
+                    state=credentials.get("state"),
+                ),
+                redirect_uri=credentials["redirect_uri"],
+            )
+        return scopes, credentials
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        agent = context.get("application")
+        if agent is None or self.request.method != "GET":
+            return context
+        requested = context.get("scopes") or []
+        decision = decide(agent=agent, server=self.server, human=self.request.user, scopes=requested)
+        descriptions = scope_descriptions(self.server)
+        tools = {t.name: t for t in self.server.tools.all()}
+        context.update(
+            server=self.server,
+            decision=decision,
+            redirect_host=urlsplit(context.get("redirect_uri") or "").netloc,
+            scope_rows=[
+                {
+                    "scope": scope,
+                    "label": descriptions.get(scope, scope),
+                    "tool": tools.get(scope.partition(":")[0]),
+                    "grantable": scope in decision.scopes,
+                }
+                for scope in requested
+            ],
+        )
+        return context
+
+    def create_authorization_response(self, request, scopes, credentials, allow):
+        """Every way to an authorization code passes here: ask the policy, record the delegation."""
+        agent = Agent.objects.get(client_id=credentials["client_id"])
+        server = server_for_resource(credentials.get("resource") or [])
+        if server is None:
+            # Only a tampered form gets here (the GET validated the resource): no redirect.
+            raise FatalClientError(
+                error=InvalidRequestFatalError(description=target_error_description(credentials.get("resource") or []))
+            )
+        requested = scopes.split()
+        chosen = set(request.POST.getlist("grant")) & set(requested) if request.method == "POST" else set(requested)
+        decision = decide(agent=agent, server=server, human=request.user, scopes=chosen) if allow else None
+        if decision is None or not decision.allowed:
+            record(
+                "consent.refused",
+                outcome="deny",
+                reason=decision.reason if decision else "human_refused",
+                human=request.user,
+                agent=agent,
+                server=server,
+                request=request,
+                detail={"requested": requested, "chosen": sorted(chosen)},
+            )
+            return super().create_authorization_response(request, scopes, credentials, allow=False)
+        with transaction.atomic():
+            credentials["delegation"] = delegate(request.user, agent, server, decision.scopes)
+            return super().create_authorization_response(
+                request, " ".join(sorted(decision.scopes)), credentials, allow=True
+            )
+
+
+def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return None
+    # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def authenticate_server(request: HttpRequest) -> McpServer | None:
+    """The MCP server calling, by HTTP Basic or client_secret_post credentials; None if wrong."""
+    credentials = _basic_credentials(request)
+    if credentials is None and "HTTP_AUTHORIZATION" not in request.META:
+        client_id, secret = request.POST.get("client_id"), request.POST.get("client_secret")
+        credentials = (client_id, secret) if client_id and secret else None
+    if credentials is None:
+        return None
+    server = McpServer.objects.filter(client_id=credentials[0], active=True).first()
+    if server is None or not server.check_secret(credentials[1]):
+        return None
+    return server
+
+
+def oauth_error(error: str, description: str, status: int, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class IntrospectionView(View):
+    """RFC 7662 introspection for MCP servers, with optional tool context.
+
+    Only a registered MCP server may call it, and it learns about tokens bound to itself only:
+    any other token, revoked, expired or unknown, is ``{"active": false}`` and nothing more.
+    Optional ``tool`` and ``action`` parameters (RFC 7662 §2.1 allows extensions) ask whether
+    that call is allowed; the answer carries the decision and an audit event records it.
+    """
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        if request.content_type != "application/x-www-form-urlencoded":
+            return oauth_error("invalid_request", "Use application/x-www-form-urlencoded.", 400)
+        server = authenticate_server(request)
+        if server is None:
+            return oauth_error(
+                "invalid_client",
+                "MCP server authentication failed.",
+                401,
+                WWW_Authenticate='Basic realm="introspection"',
+            )
+        for name in ("token", "tool", "action"):
+            if len(request.POST.getlist(name)) > 1:
+                return oauth_error("invalid_request", f"The {name} parameter is repeated.", 400)
+        raw_token = request.POST.get("token", "")
+        if not raw_token:
+            return oauth_error("invalid_request", "The token parameter is missing.", 400)
+        tool, action = request.POST.get("tool", ""), request.POST.get("action", "")
+        if bool(tool) != bool(action):
+            return oauth_error("invalid_request", "tool and action go together.", 400)
+        return self.answer(request, server, raw_token, f"{tool}:{action}" if tool else None)
+
+    def answer(self, request: HttpRequest, server: McpServer, raw_token: str, tool_call: str | None):
+        checksum = hashlib.sha256(raw_token.encode("utf-8", "surrogatepass")).hexdigest()
+        token = (
+            AccessToken.objects.select_related("application", "delegation__human")
+            .filter(token_checksum=checksum)
+            .first()
+        )
+        tool, _, action = (tool_call or "").partition(":")
+        if token is None or token.application is None:
+            record("introspection", outcome="deny", reason="unknown_token", server=server, tool=tool,
+                   action=action, request=request)
+            return self.respond({"active": False})
+        decision = decide(agent=token.application, server=server, token=token, tool_call=tool_call)
+        delegation = token.delegation
+        human = delegation.human if delegation else None
+        active = decision.allowed or (tool_call is not None and decision.reason == "scope_missing")
+        record(
+            "tool_call.decision" if tool_call else "introspection",
+            outcome="allow" if decision.allowed else "deny",
+            reason=decision.reason,
+            human=human,
+            agent=token.application,
+            server=server,
+            tool=tool,
+            action=action,
+            delegation=delegation,
+            token=token,
+            request=request,
+        )
+        if not active:
+            return self.respond({"active": False})
+        body = {
+            "active": True,
+            "scope": " ".join(sorted(decision.scopes)),
+            "client_id": token.application.client_id,
+            "sub": str(human.pk),
+            "username": human.get_username(),
+            "aud": server.resource,
+            "iss": settings.ISSUER,
+            "exp": calendar.timegm(token.expires.utctimetuple()),
+            "iat": calendar.timegm(token.created.utctimetuple()),
+            "token_type": "Bearer",
+            "act": {"sub": token.application.client_id},
+        }
+        if tool_call:
+            body["decision"] = {
+                "tool": tool,
+                "action": action,
+                "allowed": decision.allowed,
+                "reason": decision.reason,
+            }
+        return self.respond(body)
+
+    @staticmethod
+    def respond(body: dict) -> JsonResponse:
+        response = JsonResponse(body)
+        response["Cache-Control"] = "no-store"
+        return response
+
