@@ -14,7 +14,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from audit.events import record
 from policies.decisions import decide
 from policies.models import Grant
-from policies.oauth.resources import server_for_resource, target_error_description
+from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
 
 AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
 
@@ -30,39 +30,41 @@ class PolicyValidator(OAuth2Validator):
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
             return False
         grant = Grant.objects.select_related("delegation__server").get(code=code, application=client)
-        request.delegation = grant.delegation
+        self._bind_to_delegation(request, grant.delegation)
         return True
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
             return False
-        request.delegation = request.refresh_token_instance.delegation
+        self._bind_to_delegation(request, request.refresh_token_instance.delegation)
         return True
 
-    def _check_and_set_request_resource(self, request) -> None:
-        """After DOT's RFC 8707 handling, the token must name exactly its delegation's server.
+    def _bind_to_delegation(self, request, delegation) -> None:
+        """The new token hangs off ``delegation``: it must name its server and still be allowed.
 
-        A token request may omit ``resource``: DOT then inherits it from the code or the
-        refresh token, which were bound to one server when the human consented.
+        Checked while oauthlib validates the token request, so refusals get the RFC 6749 error
+        response. A token request may omit ``resource``: DOT then inherits it from the code or
+        refresh token, bound to one server when the human consented.
         """
-        super()._check_and_set_request_resource(request)
-        delegation = getattr(request, "delegation", None)
         if delegation is None:
             raise errors.InvalidGrantError(description="The grant is not bound to a delegation.", request=request)
-        server = server_for_resource(request.resource)
-        if server is None or server.pk != delegation.server_id:
-            raise errors.CustomOAuth2Error(
-                error="invalid_target",
-                description=target_error_description(request.resource)
-                if server is None
-                else "The resource differs from the MCP server the human delegated to.",
-                request=request,
-            )
-        decision = decide(agent=request.client, server=server, delegation=delegation)
+        resources = requested_resources(request)
+        if resources:
+            server = server_for_resource(resources)
+            if server is None or server.pk != delegation.server_id:
+                raise errors.CustomOAuth2Error(
+                    error="invalid_target",
+                    description=target_error_description(resources)
+                    if server is None
+                    else "The resource differs from the MCP server the human delegated to.",
+                    request=request,
+                )
+        decision = decide(agent=request.client, server=delegation.server, delegation=delegation)
         if not decision.allowed:
             raise errors.InvalidGrantError(
                 description=f"The delegation does not allow new tokens ({decision.reason}).", request=request
             )
+        request.delegation = delegation
 
     def _create_authorization_code(self, request, code, expires=None):
         grant = super()._create_authorization_code(request, code, expires)

@@ -61,19 +61,22 @@ class ConsentView(AuthorizationView):
 
     def validate_authorization_request(self, request):
         scopes, credentials = super().validate_authorization_request(request)
+        # The client and its redirect URI are validated by now, so errors go back to it.
+        if credentials.get("code_challenge_method") != "S256":
+            # DOT refuses "plain" only when the code is minted; refuse it before consent.
+            raise self._error_to_client("invalid_request", 'code_challenge_method must be "S256".', credentials)
         resources = request.GET.getlist("resource")
         self.server = server_for_resource(resources)
         if self.server is None:
-            # The client and its redirect URI are validated by now, so the error goes back to it.
-            raise OAuthToolkitError(
-                error=CustomOAuth2Error(
-                    error="invalid_target",
-                    description=target_error_description(resources),
-                    state=credentials.get("state"),
-                ),
-                redirect_uri=credentials["redirect_uri"],
-            )
+            raise self._error_to_client("invalid_target", target_error_description(resources), credentials)
         return scopes, credentials
+
+    @staticmethod
+    def _error_to_client(error: str, description: str, credentials: dict) -> OAuthToolkitError:
+        return OAuthToolkitError(
+            error=CustomOAuth2Error(error=error, description=description, state=credentials.get("state")),
+            redirect_uri=credentials["redirect_uri"],
+        )
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
