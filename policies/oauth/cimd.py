@@ -18,19 +18,17 @@ from oauth2_provider.cimd import CIMDError, SafeMetadataFetcher, _ip_is_public, 
 from oauth2_provider.settings import oauth2_settings
 
 
-def address_allowed(ip: str) -> bool:
-    """Public addresses always; private and loopback ones only when the setting allows them.
+def private_address_allowed(ip: str) -> bool:
+    """Whether a fetch may connect to *ip* when CIMD_ALLOW_PRIVATE_ADDRESSES is on.
 
-    Link-local stays refused either way: cloud metadata services (169.254.169.254) live there.
+    Public, private and loopback addresses; link-local never, since cloud metadata services
+    (169.254.169.254) live there.
     """
-    if _ip_is_public(ip):
-        return True
-    address = ipaddress.ip_address(ip)
-    return (
-        settings.CIMD_ALLOW_PRIVATE_ADDRESSES
-        and (address.is_private or address.is_loopback)
-        and not address.is_link_local
-    )
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return (_ip_is_public(ip) or address.is_private or address.is_loopback) and not address.is_link_local
 
 
 class PolicyMetadataFetcher(SafeMetadataFetcher):
@@ -48,7 +46,7 @@ class PolicyMetadataFetcher(SafeMetadataFetcher):
         except socket.gaierror as exc:
             raise CIMDError(f"could not resolve client_id host: {exc}") from exc
         ips = [info[4][0] for info in infos]
-        refused = [ip for ip in ips if not address_allowed(ip)]
+        refused = [ip for ip in ips if not private_address_allowed(ip)]
         if refused or not ips:
             raise CIMDError(f"client_id host resolves to a refused address ({refused})")
 

@@ -9,7 +9,7 @@ from django.urls import path
 from oauth2_provider import views as dot
 
 from policies.oauth.metadata import ServerMetadataView
-from policies.oauth.views import ConsentView, IntrospectionView
+from policies.oauth.views import AgentTokenView, ConsentView, IntrospectionView
 
 app_name = "oauth2_provider"
 
@@ -18,7 +18,7 @@ urlpatterns = [
     path(".well-known/openid-configuration", dot.ConnectDiscoveryInfoView.as_view(), name="oidc-connect-discovery-info"),
     path(".well-known/jwks.json", dot.JwksInfoView.as_view(), name="jwks-info"),
     path("oauth/authorize/", ConsentView.as_view(), name="authorize"),
-    path("oauth/token/", dot.TokenView.as_view(), name="token"),
+    path("oauth/token/", AgentTokenView.as_view(), name="token"),
     path("oauth/revoke/", dot.RevokeTokenView.as_view(), name="revoke-token"),
     path("oauth/introspect/", IntrospectionView.as_view(), name="introspect"),
     path("oauth/userinfo/", dot.UserInfoView.as_view(), name="user-info"),

@@ -16,16 +16,7 @@ from policies.decisions import decide
 from policies.models import Grant
 from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
 
-AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
-
-
 class PolicyValidator(OAuth2Validator):
-    def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs) -> bool:
-        # Agents act for a human: only grants that carry a human's delegation are accepted.
-        if grant_type not in AGENT_GRANT_TYPES:
-            return False
-        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
-
     def validate_code(self, client_id, code, client, request, *args, **kwargs) -> bool:
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
             return False

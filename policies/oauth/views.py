@@ -22,7 +22,7 @@ from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.exceptions import FatalClientError, OAuthToolkitError
 from oauth2_provider.forms import AllowForm
-from oauth2_provider.views import AuthorizationView
+from oauth2_provider.views import AuthorizationView, TokenView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFatalError
 
 from audit.events import record
@@ -132,6 +132,22 @@ class ConsentView(AuthorizationView):
             return super().create_authorization_response(
                 request, " ".join(sorted(decision.scopes)), credentials, allow=True
             )
+
+
+# Agents act for a human: only grants that carry a human's delegation are served.
+AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
+
+
+class AgentTokenView(TokenView):
+    """DOT's token endpoint, limited to the agent grants (DOT also routes e.g. device_code)."""
+
+    def post(self, request: HttpRequest, *args, **kwargs):
+        grant_type = request.POST.get("grant_type")
+        if not grant_type:
+            return oauth_error("invalid_request", "The grant_type parameter is missing.", 400)
+        if grant_type not in AGENT_GRANT_TYPES:
+            return oauth_error("unsupported_grant_type", f"Supported: {', '.join(AGENT_GRANT_TYPES)}.", 400)
+        return super().post(request, *args, **kwargs)
 
 
 def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
