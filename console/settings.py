@@ -192,7 +192,9 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
-    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    # http stays in ALLOWED_REDIRECT_URI_SCHEMES for native apps' loopback callbacks (RFC 8252),
+    # which MCP clients use; Agent.clean() refuses http for any other host.
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": False,
     "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
     "PKCE_REQUIRED": True,
@@ -216,6 +218,9 @@ AGENT_REGISTRATION_DEFAULT = os.environ.get("AGENT_REGISTRATION", "auto_approve"
 # Client ID Metadata Documents are fetched from public addresses only, unless this is on
 # (for a lab or a test setup whose clients publish documents on loopback or a private network).
 CIMD_ALLOW_PRIVATE_ADDRESSES = env_bool("CIMD_ALLOW_PRIVATE_ADDRESSES", False)
+
+# W008 is the warning for the loopback http redirects explained above.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],

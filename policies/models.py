@@ -133,6 +133,12 @@ class Agent(AbstractApplication):
         # Only active agents may authorize or get tokens; DOT then answers invalid_client.
         return self.status == self.Status.ACTIVE and super().is_usable(request)
 
+    def clean_fields(self, exclude=None) -> None:
+        # DCR takes client_name from JSON as is; Django would str() a number or a list into a name.
+        if not isinstance(self.name, str):
+            raise ValidationError({"name": "client_name must be a string."})
+        super().clean_fields(exclude)
+
     def clean(self) -> None:
         super().clean()
         # Plain http is allowed for native apps' loopback redirects only (RFC 8252 §7.3).
