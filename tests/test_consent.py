@@ -103,3 +103,34 @@ def test_consenting_again_replaces_the_delegation_scopes_and_narrows_older_token
     oauth.tokens(calendar.resource, "list_events:read", grant=["list_events:read"])
     assert Delegation.objects.count() == 1
     assert introspect(calendar, wide["access_token"]).json()["scope"] == "list_events:read"
+
+
+def consent_form(oauth, calendar, **overrides) -> dict:
+    params = oauth.authorize_params(calendar.resource, "list_events:read")
+    page = oauth.browser.get("/oauth/authorize/", params)
+    data = {bf.name: bf.value() or "" for bf in page.context["form"] if bf.is_hidden}
+    data.update(grant=["list_events:read"], allow="Allow")
+    data.update(overrides)
+    return data
+
+
+def test_a_tampered_consent_form_with_an_unknown_agent_is_refused_without_redirect(oauth, calendar):
+    response = oauth.browser.post("/oauth/authorize/", consent_form(oauth, calendar, client_id="no-such-agent"))
+    assert response.status_code == 400
+    assert "Location" not in response
+    assert not Delegation.objects.exists()
+
+
+def test_a_tampered_consent_form_with_another_resource_is_refused_without_redirect(oauth, calendar):
+    data = consent_form(oauth, calendar, resource="https://unknown.example.com/mcp")
+    response = oauth.browser.post("/oauth/authorize/", data)
+    assert response.status_code == 400
+    assert "Location" not in response
+    assert not Delegation.objects.exists()
+
+
+def test_a_tampered_consent_form_with_a_foreign_redirect_uri_does_not_redirect_there(oauth, calendar):
+    data = consent_form(oauth, calendar, redirect_uri="https://attacker.example.net/cb")
+    response = oauth.browser.post("/oauth/authorize/", data)
+    assert "attacker.example.net" not in response.get("Location", "")
+    assert not Delegation.objects.exists()

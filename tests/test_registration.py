@@ -169,7 +169,7 @@ def metadata_host(tmp_path, monkeypatch):
     httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     host = MetadataHost(port=httpd.server_address[1])
     httpd.host = host
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield host
     httpd.shutdown()

@@ -103,6 +103,13 @@ class ConsentView(AuthorizationView):
         )
         return context
 
+    def form_valid(self, form):
+        # DOT looks the agent up unguarded; a tampered client_id must not become a 500.
+        if not Agent.objects.filter(client_id=form.cleaned_data["client_id"]).exists():
+            error = {"error": "invalid_client", "description": "Unknown agent."}
+            return self.render_to_response({"error": error}, status=400)
+        return super().form_valid(form)
+
     def create_authorization_response(self, request, scopes, credentials, allow):
         """Every way to an authorization code passes here: ask the policy, record the delegation."""
         agent = Agent.objects.get(client_id=credentials["client_id"])
