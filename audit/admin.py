@@ -7,7 +7,17 @@ from audit.models import AuditEvent
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: the trail is append-only."""
 
-    list_display = ["occurred", "event_type", "outcome", "reason", "human_username", "agent_name", "server_name", "tool", "action"]
+    list_display = [
+        "occurred",
+        "event_type",
+        "outcome",
+        "reason",
+        "human_username",
+        "agent_name",
+        "server_name",
+        "tool",
+        "action",
+    ]
     list_filter = ["event_type", "outcome", "server_name"]
     search_fields = ["human_username", "agent_client_id", "agent_name"]
 

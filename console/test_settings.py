@@ -12,8 +12,9 @@ os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 if "DATABASE_URL" not in os.environ:
     raise RuntimeError("The tests need DATABASE_URL (PostgreSQL) and REDIS_URL: run them with `make test`.")
 
-from console.keys import load_or_create_rsa_key  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from console.keys import load_or_create_rsa_key  # noqa: E402
 
 os.environ.setdefault(
     "OIDC_RSA_PRIVATE_KEY",

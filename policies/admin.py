@@ -56,7 +56,17 @@ class DelegationAdmin(admin.ModelAdmin):
     list_display = ["human", "agent", "server", "scope", "status", "created"]
     list_filter = ["status", "server"]
     search_fields = ["human__username", "agent__name", "agent__client_id"]
-    readonly_fields = ["human", "agent", "server", "scope", "status", "approved_by", "created", "updated", "revoked"]
+    readonly_fields = [
+        "human",
+        "agent",
+        "server",
+        "scope",
+        "status",
+        "approved_by",
+        "created",
+        "updated",
+        "revoked",
+    ]
     actions = ["revoke"]
 
     @admin.action(description="Revoke the selected delegations and their tokens")

@@ -131,7 +131,7 @@ class Agent(AbstractApplication):
 
     def is_usable(self, request) -> bool:
         # Only active agents may authorize or get tokens; DOT then answers invalid_client.
-        return super().is_usable(request)
+        return self.status == self.Status.ACTIVE and super().is_usable(request)
 
     def clean_fields(self, exclude=None) -> None:
         # DCR takes client_name from JSON as is; Django would str() a number or a list into a name.

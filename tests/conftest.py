@@ -126,7 +126,9 @@ class OAuthDriver:
         assert page.status_code == 200, page.content[:500]
         form = page.context["form"]
         data = {bf.name: bf.value() or "" for bf in form if bf.is_hidden}
-        data["grant"] = grant if grant is not None else [r["scope"] for r in page.context["scope_rows"] if r["grantable"]]
+        data["grant"] = (
+            grant if grant is not None else [r["scope"] for r in page.context["scope_rows"] if r["grantable"]]
+        )
         if allow:
             data["allow"] = "Allow"
         return self.browser.post("/oauth/authorize/", data)
@@ -158,7 +160,11 @@ class OAuthDriver:
         return response.json()
 
     def refresh(self, refresh_token: str, resource: str | None = None):
-        data = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": self.agent.client_id}
+        data = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": self.agent.client_id,
+        }
         if resource is not None:
             data["resource"] = resource
         return self.client.post("/oauth/token/", form(data), FORM)

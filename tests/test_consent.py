@@ -8,7 +8,9 @@ from tests.conftest import REDIRECT_URI, introspect
 
 
 def test_consent_page_names_agent_server_redirect_host_and_each_scope(oauth, calendar):
-    page = oauth.browser.get("/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read create_event:write"))
+    page = oauth.browser.get(
+        "/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read create_event:write")
+    )
     html = page.content.decode()
     assert page.status_code == 200
     assert "Research agent" in html
@@ -19,7 +21,9 @@ def test_consent_page_names_agent_server_redirect_host_and_each_scope(oauth, cal
 
 
 def test_consent_page_cannot_be_framed_or_cached(oauth, calendar):
-    page = oauth.browser.get("/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read"))
+    page = oauth.browser.get(
+        "/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read")
+    )
     assert page["X-Frame-Options"] == "DENY"
     assert "no-store" in page["Cache-Control"] or "no-cache" in page["Cache-Control"]
 
@@ -28,19 +32,26 @@ def test_consent_post_without_csrf_token_is_refused(alice, agent, calendar, oaut
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(alice)
     params = oauth.authorize_params(calendar.resource, "list_events:read")
-    response = browser.post("/oauth/authorize/", {**params, "scope": "list_events:read", "grant": ["list_events:read"], "allow": "Allow"})
+    response = browser.post(
+        "/oauth/authorize/",
+        {**params, "scope": "list_events:read", "grant": ["list_events:read"], "allow": "Allow"},
+    )
     assert response.status_code == 403
     assert not Delegation.objects.exists()
 
 
 def test_anonymous_human_is_sent_to_login_first(agent, calendar, oauth):
-    response = Client().get("/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read"))
+    response = Client().get(
+        "/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read")
+    )
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
 
 
 def test_human_can_untick_a_requested_scope(oauth, calendar):
-    tokens = oauth.tokens(calendar.resource, "list_events:read create_event:write", grant=["list_events:read"])
+    tokens = oauth.tokens(
+        calendar.resource, "list_events:read create_event:write", grant=["list_events:read"]
+    )
     assert tokens["scope"] == "list_events:read"
     assert Delegation.objects.get().scope == "list_events:read"
 
@@ -49,13 +60,19 @@ def test_a_scope_the_policy_does_not_allow_is_shown_refused_and_never_granted(oa
     # alice may delegate calendar scopes only through "staff"; take create_event:write away.
     policy = alice.groups.get(name="staff").delegation_policy
     policy.may_delegate.remove(*policy.may_delegate.filter(tool__name="create_event"))
-    page = oauth.browser.get("/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read create_event:write"))
+    page = oauth.browser.get(
+        "/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read create_event:write")
+    )
     rows = {row["scope"]: row["grantable"] for row in page.context["scope_rows"]}
     assert rows == {"list_events:read": True, "create_event:write": False}
     assert b"Your policy does not let you delegate this." in page.content
 
     # Even a forged form that ticks it gets only what the policy allows.
-    tokens = oauth.tokens(calendar.resource, "list_events:read create_event:write", grant=["list_events:read", "create_event:write"])
+    tokens = oauth.tokens(
+        calendar.resource,
+        "list_events:read create_event:write",
+        grant=["list_events:read", "create_event:write"],
+    )
     assert tokens["scope"] == "list_events:read"
 
 
@@ -89,7 +106,9 @@ def test_human_denial_redirects_with_access_denied_and_state(oauth, calendar):
     params = oauth.authorize_params(calendar.resource, "list_events:read")
     response = oauth.consent(params, allow=False)
     assert response["Location"].startswith(REDIRECT_URI)
-    assert "error=access_denied" in response["Location"] and f"state={params['state']}" in response["Location"]
+    assert (
+        "error=access_denied" in response["Location"] and f"state={params['state']}" in response["Location"]
+    )
     assert not Delegation.objects.exists()
 
 
@@ -115,7 +134,9 @@ def consent_form(oauth, calendar, **overrides) -> dict:
 
 
 def test_a_tampered_consent_form_with_an_unknown_agent_is_refused_without_redirect(oauth, calendar):
-    response = oauth.browser.post("/oauth/authorize/", consent_form(oauth, calendar, client_id="no-such-agent"))
+    response = oauth.browser.post(
+        "/oauth/authorize/", consent_form(oauth, calendar, client_id="no-such-agent")
+    )
     assert response.status_code == 400
     assert "Location" not in response
     assert not Delegation.objects.exists()

@@ -18,7 +18,10 @@ def test_tool_call_within_the_granted_scopes_is_allowed_and_audited(read_token, 
     assert answer["decision"] == {"tool": "list_events", "action": "read", "allowed": True, "reason": "ok"}
     event = AuditEvent.objects.filter(event_type="tool_call.decision").latest("id")
     assert (event.outcome, event.reason, event.human_username, event.agent_client_id) == (
-        "allow", "ok", "alice", oauth.agent.client_id
+        "allow",
+        "ok",
+        "alice",
+        oauth.agent.client_id,
     )
     assert (event.server_name, event.tool, event.action) == ("calendar", "list_events", "read")
     assert event.delegation_id == Delegation.objects.get().pk

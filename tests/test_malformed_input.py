@@ -15,7 +15,11 @@ OVERSIZED = b"token=" + b"a" * (300 * 1024)
 
 
 def state_snapshot() -> tuple[int, int, int]:
-    return Agent.objects.count(), AccessToken.objects.count(), AuditEvent.objects.exclude(event_type="introspection").count()
+    return (
+        Agent.objects.count(),
+        AccessToken.objects.count(),
+        AuditEvent.objects.exclude(event_type="introspection").count(),
+    )
 
 
 def assert_client_error(response) -> None:
@@ -44,11 +48,25 @@ def any_client(db):
         (b"token=abc", "text/plain"),
         (OVERSIZED, FORM),
     ],
-    ids=["empty", "non-utf8", "repeated-grant", "repeated-token", "bad-json", "json-array", "binary", "text", "oversized"],
+    ids=[
+        "empty",
+        "non-utf8",
+        "repeated-grant",
+        "repeated-token",
+        "bad-json",
+        "json-array",
+        "binary",
+        "text",
+        "oversized",
+    ],
 )
-def test_malformed_post_gets_a_client_error_and_changes_nothing(any_client, calendar, path, body, content_type):
+def test_malformed_post_gets_a_client_error_and_changes_nothing(
+    any_client, calendar, path, body, content_type
+):
     before = state_snapshot()
-    response = any_client.generic("POST", path, body, content_type=content_type, HTTP_AUTHORIZATION=calendar.basic_auth())
+    response = any_client.generic(
+        "POST", path, body, content_type=content_type, HTTP_AUTHORIZATION=calendar.basic_auth()
+    )
     assert_client_error(response)
     assert state_snapshot() == before
 
@@ -84,7 +102,9 @@ def test_repeated_state_in_an_authorization_request_is_refused(oauth, calendar):
 
 
 def test_token_endpoint_errors_are_rfc6749_json(oauth, calendar):
-    response = oauth.client.post("/oauth/token/", form({"grant_type": "authorization_code", "code": "nope"}), FORM)
+    response = oauth.client.post(
+        "/oauth/token/", form({"grant_type": "authorization_code", "code": "nope"}), FORM
+    )
     assert response.status_code in (400, 401)
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["error"] in {"invalid_request", "invalid_client", "invalid_grant"}
@@ -92,7 +112,12 @@ def test_token_endpoint_errors_are_rfc6749_json(oauth, calendar):
 
 
 def test_unsupported_grant_types_are_refused(oauth, calendar):
-    for grant_type in ["password", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code", "bogus"]:
+    for grant_type in [
+        "password",
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "bogus",
+    ]:
         response = oauth.client.post(
             "/oauth/token/", form({"grant_type": grant_type, "client_id": oauth.agent.client_id}), FORM
         )
@@ -103,7 +128,9 @@ def test_unsupported_grant_types_are_refused(oauth, calendar):
 def test_introspection_with_tool_but_no_action_is_invalid_request(oauth, calendar):
     tokens = oauth.tokens(calendar.resource, "list_events:read")
     response = Client().post(
-        "/oauth/introspect/", form({"token": tokens["access_token"], "tool": "list_events"}), FORM,
+        "/oauth/introspect/",
+        form({"token": tokens["access_token"], "tool": "list_events"}),
+        FORM,
         HTTP_AUTHORIZATION=calendar.basic_auth(),
     )
     assert response.status_code == 400
@@ -111,7 +138,12 @@ def test_introspection_with_tool_but_no_action_is_invalid_request(oauth, calenda
 
 
 @pytest.mark.parametrize(
-    "path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/.well-known/jwks.json"]
+    "path",
+    [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ],
 )
 def test_discovery_documents_answer_200_directly_with_no_redirect(db, path):
     response = Client().get(path)

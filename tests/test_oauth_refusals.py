@@ -151,7 +151,13 @@ def test_an_agents_own_credentials_cannot_introspect(calendar, oauth, db):
     tokens = oauth.tokens(calendar.resource, "list_events:read")
     response = Client().post(
         "/oauth/introspect/",
-        form({"token": tokens["access_token"], "client_id": confidential.client_id, "client_secret": "agent-secret-value"}),
+        form(
+            {
+                "token": tokens["access_token"],
+                "client_id": confidential.client_id,
+                "client_secret": "agent-secret-value",
+            }
+        ),
         FORM,
     )
     assert response.status_code == 401
@@ -159,7 +165,11 @@ def test_an_agents_own_credentials_cannot_introspect(calendar, oauth, db):
 
 def test_a_server_may_authenticate_with_client_secret_post(oauth, calendar):
     tokens = oauth.tokens(calendar.resource, "list_events:read")
-    body = {"token": tokens["access_token"], "client_id": calendar.client_id, "client_secret": calendar.client_secret}
+    body = {
+        "token": tokens["access_token"],
+        "client_id": calendar.client_id,
+        "client_secret": calendar.client_secret,
+    }
     assert Client().post("/oauth/introspect/", form(body), FORM).json()["active"] is True
 
 
@@ -176,14 +186,18 @@ def test_a_suspended_agent_can_neither_authorize_nor_refresh_nor_use_its_tokens(
     assert "Location" not in page
 
 
-def test_revoking_the_delegation_deactivates_its_tokens_at_the_next_introspection(oauth, alice, calendar, mail):
+def test_revoking_the_delegation_deactivates_its_tokens_at_the_next_introspection(
+    oauth, alice, calendar, mail
+):
     calendar_tokens = oauth.tokens(calendar.resource, "list_events:read")
     mail_tokens = oauth.tokens(mail.resource, "send:write")
 
     revoke_delegation(Delegation.objects.get(server=calendar.server), by=alice)
 
     assert introspect(calendar, calendar_tokens["access_token"]).json() == {"active": False}
-    assert oauth.refresh(calendar_tokens["refresh_token"], calendar.resource).json()["error"] == "invalid_grant"
+    assert (
+        oauth.refresh(calendar_tokens["refresh_token"], calendar.resource).json()["error"] == "invalid_grant"
+    )
     # The other integration of the same agent and human keeps working.
     assert introspect(mail, mail_tokens["access_token"]).json()["active"] is True
 
@@ -192,7 +206,13 @@ def test_rfc7009_revocation_of_the_refresh_token_kills_its_access_token(oauth, c
     tokens = oauth.tokens(calendar.resource, "list_events:read")
     response = oauth.client.post(
         "/oauth/revoke/",
-        form({"token": tokens["refresh_token"], "token_type_hint": "refresh_token", "client_id": oauth.agent.client_id}),
+        form(
+            {
+                "token": tokens["refresh_token"],
+                "token_type_hint": "refresh_token",
+                "client_id": oauth.agent.client_id,
+            }
+        ),
         FORM,
     )
     assert response.status_code == 200

@@ -15,7 +15,9 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     # Only what a production host would set: none of the test suite's relaxations leak in.
     clean = {k: os.environ[k] for k in ("PATH", "HOME", "DATABASE_URL") if k in os.environ}
     clean.update(DJANGO_SETTINGS_MODULE="console.settings", **env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
 
 
 PRODUCTION = {

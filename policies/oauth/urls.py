@@ -14,8 +14,14 @@ from policies.oauth.views import AgentTokenView, ConsentView, IntrospectionView
 app_name = "oauth2_provider"
 
 urlpatterns = [
-    path(".well-known/oauth-authorization-server", ServerMetadataView.as_view(), name="oauth-server-metadata"),
-    path(".well-known/openid-configuration", dot.ConnectDiscoveryInfoView.as_view(), name="oidc-connect-discovery-info"),
+    path(
+        ".well-known/oauth-authorization-server", ServerMetadataView.as_view(), name="oauth-server-metadata"
+    ),
+    path(
+        ".well-known/openid-configuration",
+        dot.ConnectDiscoveryInfoView.as_view(),
+        name="oidc-connect-discovery-info",
+    ),
     path(".well-known/jwks.json", dot.JwksInfoView.as_view(), name="jwks-info"),
     path("oauth/authorize/", ConsentView.as_view(), name="authorize"),
     path("oauth/token/", AgentTokenView.as_view(), name="token"),

@@ -16,6 +16,7 @@ from policies.decisions import decide
 from policies.models import Grant
 from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
 
+
 class PolicyValidator(OAuth2Validator):
     def validate_code(self, client_id, code, client, request, *args, **kwargs) -> bool:
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
@@ -38,7 +39,9 @@ class PolicyValidator(OAuth2Validator):
         refresh token, bound to one server when the human consented.
         """
         if delegation is None:
-            raise errors.InvalidGrantError(description="The grant is not bound to a delegation.", request=request)
+            raise errors.InvalidGrantError(
+                description="The grant is not bound to a delegation.", request=request
+            )
         resources = requested_resources(request)
         if resources:
             server = server_for_resource(resources)

@@ -64,7 +64,9 @@ class ConsentView(AuthorizationView):
         # The client and its redirect URI are validated by now, so errors go back to it.
         if credentials.get("code_challenge_method") != "S256":
             # DOT refuses "plain" only when the code is minted; refuse it before consent.
-            raise self._error_to_client("invalid_request", 'code_challenge_method must be "S256".', credentials)
+            raise self._error_to_client(
+                "invalid_request", 'code_challenge_method must be "S256".', credentials
+            )
         resources = request.GET.getlist("resource")
         self.server = server_for_resource(resources)
         if self.server is None:
@@ -117,10 +119,16 @@ class ConsentView(AuthorizationView):
         if server is None:
             # Only a tampered form gets here (the GET validated the resource): no redirect.
             raise FatalClientError(
-                error=InvalidRequestFatalError(description=target_error_description(credentials.get("resource") or []))
+                error=InvalidRequestFatalError(
+                    description=target_error_description(credentials.get("resource") or [])
+                )
             )
         requested = scopes.split()
-        chosen = set(request.POST.getlist("grant")) & set(requested) if request.method == "POST" else set(requested)
+        chosen = (
+            set(request.POST.getlist("grant")) & set(requested)
+            if request.method == "POST"
+            else set(requested)
+        )
         decision = decide(agent=agent, server=server, human=request.user, scopes=chosen) if allow else None
         if decision is None or not decision.allowed:
             record(
@@ -238,8 +246,15 @@ class IntrospectionView(View):
         )
         tool, _, action = (tool_call or "").partition(":")
         if token is None or token.application is None:
-            record("introspection", outcome="deny", reason="unknown_token", server=server, tool=tool,
-                   action=action, request=request)
+            record(
+                "introspection",
+                outcome="deny",
+                reason="unknown_token",
+                server=server,
+                tool=tool,
+                action=action,
+                request=request,
+            )
             return self.respond({"active": False})
         decision = decide(agent=token.application, server=server, token=token, tool_call=tool_call)
         delegation = token.delegation
@@ -287,4 +302,3 @@ class IntrospectionView(View):
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response
-
