@@ -149,3 +149,17 @@ def test_discovery_documents_answer_200_directly_with_no_redirect(db, path):
     response = Client().get(path)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-registration-token", "Basic Zm9vOmJhcg=="])
+def test_client_configuration_endpoint_refuses_requests_without_the_registration_token(
+    any_client, agent, method, authorization
+):
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = any_client.generic(
+        method.upper(), f"/oauth/register/{agent.client_id}/", b"{}", content_type="application/json", **headers
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] in {"invalid_token", "invalid_client", "access_denied"}
+    assert Agent.objects.filter(pk=agent.pk).exists()
