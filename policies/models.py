@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
-from audit.events import record
 from oauth2_provider.models import (
     AbstractAccessToken,
     AbstractApplication,
@@ -26,6 +24,7 @@ from oauth2_provider.models import (
     AbstractRefreshToken,
 )
 
+from audit.events import record
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 

@@ -22,6 +22,7 @@ from policies.oauth.cimd import PolicyMetadataFetcher
 from tests.conftest import OAuthDriver
 
 SDK_REDIRECT = "http://localhost:43117/callback"
+FOREIGN_HTTP_REDIRECT = "http://evil.example.com/callback"
 DOCUMENT_REDIRECT = "http://localhost:7777/callback"
 
 
@@ -49,7 +50,11 @@ def registered_event(agent: Agent) -> AuditEvent:
 
 def refused_page(response) -> bool:
     """The authorization endpoint's error page: no consent form, nothing to approve."""
-    return response.status_code == 400 and b"cannot continue" in response.content and "form" not in response.context
+    return (
+        response.status_code == 400
+        and b"cannot continue" in response.content
+        and "form" not in response.context
+    )
 
 
 # --- Dynamic Client Registration ---------------------------------------------------------------
@@ -98,8 +103,8 @@ def test_dcr_agent_waits_for_an_admin_when_registration_requires_approval(browse
     "body",
     [
         pytest.param(sdk_registration(redirect_uris=["javascript:alert(1)"]), id="javascript-redirect"),
-        pytest.param(sdk_registration(redirect_uris=["data:text/html,<script>x</script>"]), id="data-redirect"),
-        pytest.param(sdk_registration(redirect_uris=["http://evil.example.com/callback"]), id="http-non-loopback"),
+        pytest.param(sdk_registration(redirect_uris=["data:text/html,<b>x</b>"]), id="data-redirect"),
+        pytest.param(sdk_registration(redirect_uris=[FOREIGN_HTTP_REDIRECT]), id="http-non-loopback"),
         pytest.param("client_name=x&redirect_uris=y", id="not-json"),
         pytest.param([sdk_registration()], id="json-array"),
         pytest.param(sdk_registration(redirect_uris=SDK_REDIRECT), id="redirect-uris-not-a-list"),
@@ -121,7 +126,7 @@ def test_dcr_refuses_hostile_metadata_with_an_rfc7591_error_and_creates_nothing(
 
 
 def test_dcr_names_the_loopback_rule_when_refusing_a_plain_http_redirect(db):
-    response = register(sdk_registration(redirect_uris=["http://evil.example.com/callback"]))
+    response = register(sdk_registration(redirect_uris=[FOREIGN_HTTP_REDIRECT]))
 
     assert "http is allowed for loopback hosts only" in response.json()["error_description"]
 
@@ -202,7 +207,9 @@ def authorize_as(oauth: OAuthDriver, document_url: str, resource: str):
     return oauth.browser.get("/oauth/authorize/", params)
 
 
-def test_cimd_document_on_a_loopback_address_is_never_fetched_by_default(settings, metadata_host, oauth, calendar):
+def test_cimd_document_on_a_loopback_address_is_never_fetched_by_default(
+    settings, metadata_host, oauth, calendar
+):
     settings.CIMD_ALLOW_PRIVATE_ADDRESSES = False
     url = metadata_host.publish()
 
@@ -253,7 +260,7 @@ def test_cimd_agent_waits_for_an_admin_when_registration_requires_approval(
     [
         pytest.param({"client_id": "https://localhost/someone-else.json"}, id="client-id-differs-from-url"),
         pytest.param({"padding": "x" * (16 * 1024)}, id="oversized"),
-        pytest.param({"redirect_uris": ["http://evil.example.com/callback"]}, id="http-non-loopback-redirect"),
+        pytest.param({"redirect_uris": [FOREIGN_HTTP_REDIRECT]}, id="http-non-loopback-redirect"),
     ],
 )
 def test_cimd_document_that_breaks_the_rules_leaves_the_agent_unknown(
