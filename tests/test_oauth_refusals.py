@@ -184,6 +184,7 @@ def test_a_suspended_agent_can_neither_authorize_nor_refresh_nor_use_its_tokens(
     page = oauth.browser.get("/oauth/authorize/", oauth.authorize_params(calendar.resource))
     assert page.status_code == 400
     assert "Location" not in page
+    assert b"suspended by an administrator" in page.content
 
 
 def test_revoking_the_delegation_deactivates_its_tokens_at_the_next_introspection(

@@ -88,7 +88,9 @@ def test_dcr_agent_waits_for_an_admin_when_registration_requires_approval(browse
     params = OAuthDriver(browser, agent).authorize_params(
         calendar.resource, "list_events:read", redirect_uri=SDK_REDIRECT
     )
-    assert refused_page(browser.get("/oauth/authorize/", params))
+    refused = browser.get("/oauth/authorize/", params)
+    assert refused_page(refused)
+    assert b"waiting for an administrator" in refused.content
 
     agent.status = Agent.Status.ACTIVE
     agent.save()

@@ -43,6 +43,12 @@ class ConsentForm(AllowForm):
         self.fields["grant"].choices = [(scope, scope) for scope in requested.split()]
 
 
+INACTIVE_AGENT_MESSAGES = {
+    Agent.Status.PENDING: "This agent is waiting for an administrator's approval.",
+    Agent.Status.SUSPENDED: "This agent has been suspended by an administrator.",
+}
+
+
 @method_decorator(xframe_options_deny, name="dispatch")
 @method_decorator(never_cache, name="dispatch")
 class ConsentView(AuthorizationView):
@@ -57,6 +63,11 @@ class ConsentView(AuthorizationView):
         if "approval_prompt" in request.GET:
             request.GET = request.GET.copy()
             del request.GET["approval_prompt"]
+        agent = Agent.objects.filter(client_id=request.GET.get("client_id", "")).first()
+        if agent is not None and agent.status != Agent.Status.ACTIVE:
+            # DOT would say "invalid client_id"; tell the human why this agent cannot proceed.
+            error = {"error": "unauthorized_client", "description": INACTIVE_AGENT_MESSAGES[agent.status]}
+            return self.render_to_response({"error": error}, status=400)
         return super().get(request, *args, **kwargs)
 
     def validate_authorization_request(self, request):
