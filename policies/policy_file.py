@@ -10,7 +10,8 @@ What ``apply`` does with what the file does not mention:
 
 - a server listed in the file is made to match it exactly: tools and actions of that server that
   the file does not list are removed (and with them the delegable scopes that named them);
-- servers not listed are left alone; servers are known by name, so a new name is a new server;
+- servers not listed are left alone; servers are known by name, so a new name is a new server
+  (with new credentials), and a resource URI moves from one server to another in two applies;
 - a group listed in the file gets exactly the file's members and may_delegate (for every
   server); groups not listed are left alone; users are never created or removed;
 - settings not listed keep their value.
@@ -134,6 +135,7 @@ class ApplyResult:
         return any(items for verbs in self.changes.values() for items in verbs.values())
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON summary; ``servers`` maps each server created to its client_id and client_secret."""
         return {
             "dry_run": self.dry_run,
             "changed": self.changed,
@@ -176,8 +178,9 @@ def parse(text: str, source: str = "<policy>") -> PolicyDocument:
             ) from None
         # Valid JSON has tabs only as whitespace between tokens, and YAML refuses tabs there.
         text = text.replace("\t", " ")
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
         if root is None:
             raise PolicyError(["the policy document is empty"])
@@ -187,12 +190,16 @@ def parse(text: str, source: str = "<policy>") -> PolicyDocument:
         mark = error.problem_mark or error.context_mark
         what = " ".join(part for part in (error.context, error.problem) if part)
         raise PolicyError([f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {what}"]) from None
-    except yaml.YAMLError as error:
-        raise PolicyError([f"invalid YAML: {error}"]) from None
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        raise PolicyError(
+            [f"line {line}: invalid YAML: {error.reason} (character #x{error.character:04x})"]
+        ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if reader.problems:
-        raise PolicyError(reader.problems)
+        raise PolicyError([problem for _, problem in sorted(reader.problems, key=lambda item: item[0])])
     return document
 
 
@@ -231,14 +238,16 @@ class _Reader:
 
     def __init__(self, loader: yaml.SafeLoader):
         self.loader = loader
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, str]] = []  # (line, problem)
         self.lines: dict[str, int] = {}
 
     def fail(self, node: yaml.Node, path: str, message: str) -> None:
-        self.problems.append(f"line {node.start_mark.line + 1}: {path or 'document'}: {message}")
+        line = node.start_mark.line + 1
+        self.problems.append((line, f"line {line}: {path or 'document'}: {message}"))
 
     def fail_at(self, path: str, message: str) -> None:
-        self.problems.append(f"line {self.lines[path]}: {path}: {message}")
+        line = self.lines[path]
+        self.problems.append((line, f"line {line}: {path}: {message}"))
 
     def scalar(self, node: yaml.Node) -> Any:
         return self.loader.construct_object(node) if isinstance(node, yaml.ScalarNode) else None

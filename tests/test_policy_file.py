@@ -1,0 +1,572 @@
+"""Policy as code: apply_policy makes the console match a YAML or JSON file, export_policy writes the
+console back out in the same shape, and load_demo sets up the demo of `make run`."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import yaml
+from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
+
+from audit.models import AuditEvent
+from policies.decisions import delegable_scopes
+from policies.models import DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
+from policies.policy_file import export
+
+# Canonical form (sorted, defaults left out), so it is also exactly what export_policy writes.
+POLICY = """\
+servers:
+  - name: calendar
+    resource: https://calendar.example.com/mcp
+    description: Team calendar
+    default_scopes: ["list_events:read"]
+    tools:
+      - {name: create_event, actions: [write], risk: high, description: Add events}
+      - {name: list_events, actions: [read], risk: low, description: See events}
+groups:
+  - name: staff
+    members: [carol]
+    may_delegate: {calendar: ["create_event:write", "list_events:read"]}
+settings:
+  agent_registration: require_approval
+"""
+
+
+@pytest.fixture
+def carol(db) -> User:
+    return User.objects.create_user("carol")
+
+
+def write(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def apply_policy(path: Path, *options: str) -> str:
+    out = StringIO()
+    call_command("apply_policy", str(path), *options, stdout=out)
+    return out.getvalue()
+
+
+def apply_json(path: Path, *options: str) -> dict:
+    return json.loads(apply_policy(path, "--json", *options))
+
+
+def export_policy(*options: str) -> str:
+    out = StringIO()
+    call_command("export_policy", *options, stdout=out)
+    return out.getvalue()
+
+
+def console_state() -> dict:
+    """Everything a policy file can change, credentials included."""
+    return {
+        "policy": export(),
+        "credentials": sorted(McpServer.objects.values_list("name", "client_id", "secret_hash")),
+        "counts": [
+            model.objects.count()
+            for model in (
+                McpServer,
+                Tool,
+                ToolAction,
+                Group,
+                DelegationPolicy,
+                DelegationPolicy.may_delegate.through,
+                User.groups.through,
+                PolicySetting,
+            )
+        ],
+    }
+
+
+def policy_applied_events() -> int:
+    return AuditEvent.objects.filter(event_type="policy.applied").count()
+
+
+# --- Applying ---------------------------------------------------------------------------------
+
+
+def test_apply_creates_servers_tools_groups_and_settings(tmp_path, carol):
+    summary = apply_json(write(tmp_path, POLICY))
+
+    server = McpServer.objects.get(name="calendar")
+    assert server.resource == "https://calendar.example.com/mcp"
+    assert server.description == "Team calendar"
+    assert server.default_scopes == "list_events:read"
+    assert server.active
+    tools = {tool.name: (tool.risk, tool.description) for tool in server.tools.all()}
+    assert tools == {"create_event": ("high", "Add events"), "list_events": ("low", "See events")}
+    assert delegable_scopes(carol, server) == {"list_events:read", "create_event:write"}
+    assert PolicySetting.agent_registration() == "require_approval"
+    assert summary["changed"] is True
+    assert summary["changes"]["servers"]["created"] == ["calendar"]
+    assert summary["changes"]["actions"]["created"] == [
+        "calendar/create_event:write",
+        "calendar/list_events:read",
+    ]
+    assert summary["changes"]["memberships"]["created"] == ["staff: carol"]
+    assert summary["changes"]["settings"]["created"] == ["agent_registration=require_approval"]
+
+
+def test_apply_shows_the_credentials_of_a_created_server_once(tmp_path, carol):
+    path = write(tmp_path, POLICY)
+
+    credentials = apply_json(path)["servers"]["calendar"]
+    server = McpServer.objects.get(name="calendar")
+    assert credentials["client_id"] == server.client_id
+    assert server.check_secret(credentials["client_secret"])
+
+    again = apply_json(path)
+    assert again["servers"] == {}
+    assert "client_secret" not in apply_policy(path)
+
+
+def test_apply_in_text_shows_each_change_and_the_new_credentials(tmp_path, carol):
+    output = apply_policy(write(tmp_path, POLICY))
+
+    assert "+ server calendar" in output
+    assert "+ delegable scope staff: calendar/list_events:read" in output
+    assert "+ setting agent_registration=require_approval" in output
+    assert f"client_id:     {McpServer.objects.get().client_id}" in output
+    assert "client_secret: " in output
+
+
+def test_applying_the_same_file_again_changes_nothing(tmp_path, carol):
+    path = write(tmp_path, POLICY)
+    apply_policy(path)
+    before = console_state()
+
+    summary = apply_json(path)
+
+    assert summary["changed"] is False
+    assert all(items == [] for verbs in summary["changes"].values() for items in verbs.values())
+    assert console_state() == before
+    assert apply_policy(path).startswith("No changes")
+
+
+def test_each_apply_is_recorded_as_one_audit_event_with_its_changes(tmp_path, carol):
+    path = write(tmp_path, POLICY)
+    apply_policy(path)
+    apply_policy(path)
+
+    first, second = AuditEvent.objects.filter(event_type="policy.applied").order_by("id")
+    assert first.outcome == "allow"
+    assert first.detail["source"] == str(path)
+    assert first.detail["changes"]["servers"]["created"] == ["calendar"]
+    assert second.detail["changes"]["servers"]["created"] == []
+    assert "client_secret" not in json.dumps(first.detail)
+
+
+def test_dry_run_shows_what_would_change_and_changes_nothing(tmp_path, carol):
+    path = write(tmp_path, POLICY)
+    before = console_state()
+
+    output = apply_policy(path, "--dry-run")
+    summary = apply_json(path, "--dry-run")
+
+    assert "Dry run" in output
+    assert "+ server calendar" in output
+    assert "client_secret" not in output
+    assert summary["dry_run"] is True
+    assert summary["changes"]["servers"]["created"] == ["calendar"]
+    assert summary["servers"] == {}
+    assert console_state() == before
+    assert policy_applied_events() == 0
+
+
+def test_dry_run_of_an_applied_file_reports_no_changes(tmp_path, carol):
+    path = write(tmp_path, POLICY)
+    apply_policy(path)
+
+    assert apply_json(path, "--dry-run")["changed"] is False
+
+
+SYNC = """\
+servers:
+  - name: calendar
+    resource: https://calendar.example.com/mcp
+    tools:
+      - {name: list_events, actions: [read, search], risk: medium}
+groups:
+  - name: staff
+    members: [carol]
+    may_delegate: {calendar: ["list_events:search"]}
+"""
+
+
+def test_apply_syncs_the_tools_of_listed_servers_and_the_members_and_scopes_of_listed_groups(
+    tmp_path, alice, carol, calendar, mail
+):
+    mail_and_mailers = [
+        entry for entry in export()["servers"] + export()["groups"] if entry["name"] in {"mail", "mailers"}
+    ]
+
+    changes = apply_json(write(tmp_path, SYNC))["changes"]
+
+    assert changes["servers"] == {"created": [], "updated": [], "removed": []}
+    assert changes["tools"] == {
+        "created": [],
+        "updated": ["calendar/list_events (risk, description)"],
+        "removed": ["calendar/create_event"],
+    }
+    assert changes["actions"] == {
+        "created": ["calendar/list_events:search"],
+        "updated": [],
+        "removed": ["calendar/create_event:write"],
+    }
+    assert changes["memberships"] == {"created": ["staff: carol"], "updated": [], "removed": ["staff: alice"]}
+    assert changes["delegable_scopes"] == {
+        "created": ["staff: calendar/list_events:search"],
+        "updated": [],
+        "removed": ["staff: calendar/create_event:write", "staff: calendar/list_events:read"],
+    }
+    assert delegable_scopes(carol, calendar.server) == {"list_events:search"}
+    assert delegable_scopes(alice, calendar.server) == set()
+    # The server keeps its credentials; what the file does not list is left alone.
+    server = McpServer.objects.get(name="calendar")
+    assert server.check_secret(calendar.client_secret)
+    assert [
+        entry for entry in export()["servers"] + export()["groups"] if entry["name"] in {"mail", "mailers"}
+    ] == (mail_and_mailers)
+    assert delegable_scopes(alice, mail.server) == {"send:write"}
+
+
+def test_removing_an_action_reports_the_delegable_scopes_of_unlisted_groups_it_takes_along(
+    tmp_path, alice, calendar
+):
+    only_reading = """\
+servers:
+  - name: calendar
+    resource: https://calendar.example.com/mcp
+    tools:
+      - {name: list_events, actions: [read], risk: low, description: list_events tool}
+      - {name: create_event, actions: [], risk: high, description: create_event tool}
+"""
+    changes = apply_json(write(tmp_path, only_reading))["changes"]
+
+    assert changes["actions"]["removed"] == ["calendar/create_event:write"]
+    assert changes["delegable_scopes"]["removed"] == ["staff: calendar/create_event:write"]
+    assert delegable_scopes(alice, calendar.server) == {"list_events:read"}
+
+
+def test_apply_updates_server_fields_and_settings(tmp_path, calendar):
+    PolicySetting.objects.create(key="agent_registration", value="auto_approve")
+    changed = """\
+servers:
+  - name: calendar
+    resource: https://calendar.example.com/mcp/v2
+    active: false
+    tools:
+      - {name: list_events, actions: [read], risk: low, description: list_events tool}
+      - {name: create_event, actions: [write], risk: high, description: create_event tool}
+settings: {agent_registration: require_approval}
+"""
+    changes = apply_json(write(tmp_path, changed))["changes"]
+
+    assert changes["servers"]["updated"] == ["calendar (resource, active)"]
+    assert changes["settings"]["updated"] == ["agent_registration=require_approval"]
+    server = McpServer.objects.get(name="calendar")
+    assert (server.resource, server.active) == ("https://calendar.example.com/mcp/v2", False)
+    assert PolicySetting.agent_registration() == "require_approval"
+
+
+# --- Exporting --------------------------------------------------------------------------------
+
+
+def test_export_writes_what_was_applied(tmp_path, carol):
+    apply_policy(write(tmp_path, POLICY))
+
+    assert yaml.safe_load(export_policy()) == yaml.safe_load(POLICY)
+    assert json.loads(export_policy("--format", "json")) == yaml.safe_load(POLICY)
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_export_then_apply_changes_nothing(tmp_path, fmt, alice, calendar, mail):
+    McpServer.objects.filter(name="mail").update(
+        description="Mail", default_scopes="send:write", active=False
+    )
+    PolicySetting.objects.create(key="agent_registration", value="require_approval")
+    Group.objects.create(name="auditors")
+    path = tmp_path / f"exported.{fmt}"
+    before = console_state()
+
+    export_policy("--format", fmt, "--output", str(path))
+    summary = apply_json(path)
+
+    assert summary["changed"] is False, summary["changes"]
+    assert console_state() == before
+    exported = yaml.safe_load(path.read_text())
+    assert [server["name"] for server in exported["servers"]] == ["calendar", "mail"]
+    assert [group["name"] for group in exported["groups"]] == ["auditors", "mailers", "staff"]
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(tmp_path, calendar):
+    with pytest.raises(CommandError, match="cannot write"):
+        export_policy("--output", str(tmp_path / "missing-dir" / "policy.yaml"))
+
+
+# --- Bad files --------------------------------------------------------------------------------
+
+NOTES = """\
+servers:
+  - {name: notes, resource: https://notes.example.com/mcp, tools: [{name: find, actions: [read], risk: low}]}
+"""
+
+BAD_FILES = {
+    "unknown key": (
+        "servers:\n"
+        "  - name: notes\n"
+        "    resource: https://notes.example.com/mcp\n"
+        "    tools:\n"
+        "      - {name: list_notes, actions: [read], risk: low, colour: red}\n",
+        "line 5: servers[0].tools[0].colour: unknown key (expected one of name, actions, risk, description)",
+    ),
+    "risk out of range": (
+        "servers:\n"
+        "  - name: notes\n"
+        "    resource: https://notes.example.com/mcp\n"
+        "    tools:\n"
+        "      - {name: list_notes, actions: [read], risk: severe}\n",
+        "line 5: servers[0].tools[0].risk: must be one of low, medium, high",
+    ),
+    "tools not a list": (
+        "servers:\n  - name: notes\n    resource: https://notes.example.com/mcp\n    tools: list_notes\n",
+        "line 4: servers[0].tools: must be a list",
+    ),
+    "active not a boolean": (
+        "servers:\n  - name: notes\n    resource: https://notes.example.com/mcp\n"
+        "    active: maybe\n    tools: []\n",
+        "line 4: servers[0].active: must be true or false",
+    ),
+    "missing key": (
+        "servers:\n  - name: notes\n    tools: []\n",
+        "line 2: servers[0]: missing key 'resource'",
+    ),
+    "key given twice": (
+        "servers:\n  - name: notes\n    name: notes2\n"
+        "    resource: https://notes.example.com/mcp\n    tools: []\n",
+        "line 3: servers[0].name: key given twice",
+    ),
+    "tool name with a colon": (
+        "servers:\n  - name: notes\n    resource: https://notes.example.com/mcp\n    tools:\n"
+        '      - {name: "list:notes", actions: [read], risk: low}\n',
+        "line 5: servers[0].tools[0].name: 'list:notes' may contain only letters, digits, _ . and -",
+    ),
+    "duplicate server name": (
+        NOTES + "  - {name: notes, resource: https://notes2.example.com/mcp, tools: []}\n",
+        "line 3: servers[1].name: server 'notes' is already defined at servers[0]",
+    ),
+    "duplicate resource": (
+        NOTES + "  - {name: notes2, resource: https://notes.example.com/mcp, tools: []}\n",
+        "line 3: servers[1].resource: 'https://notes.example.com/mcp' is already the resource of servers[0]",
+    ),
+    "resource of another server in the console": (
+        NOTES + "  - {name: post, resource: https://mail.example.com/mcp, tools: []}\n",
+        "line 3: servers[1].resource: 'https://mail.example.com/mcp' is the resource of server 'mail'",
+    ),
+    "relative resource": (
+        "servers:\n  - {name: notes, resource: notes/mcp, tools: []}\n",
+        "line 2: servers[0].resource: must be an absolute http or https URI",
+    ),
+    "resource with a fragment": (
+        "servers:\n  - {name: notes, resource: 'https://notes.example.com/mcp#tools', tools: []}\n",
+        "line 2: servers[0].resource: must not have a fragment (RFC 8707)",
+    ),
+    "default scope not on the server": (
+        "servers:\n"
+        "  - name: notes\n"
+        "    resource: https://notes.example.com/mcp\n"
+        "    default_scopes: [list_notes:write]\n"
+        "    tools: [{name: list_notes, actions: [read], risk: low}]\n",
+        "line 4: servers[0].default_scopes[0]: 'list_notes:write' is not a scope of server 'notes'",
+    ),
+    "scope not on a server of the file": (
+        NOTES
+        + "groups:\n  - name: writers\n    members: [carol]\n    may_delegate: {notes: ['find:write']}\n",
+        "line 6: groups[0].may_delegate.notes[0]: 'find:write' is not a scope of server 'notes'",
+    ),
+    "scope not on a server of the console": (
+        NOTES + "groups:\n  - name: writers\n    members: [carol]\n    may_delegate: {mail: ['send:read']}\n",
+        "line 6: groups[0].may_delegate.mail[0]: 'send:read' is not a scope of server 'mail'",
+    ),
+    "scope without an action": (
+        NOTES + "groups:\n  - name: writers\n    members: [carol]\n    may_delegate: {notes: [find]}\n",
+        "line 6: groups[0].may_delegate.notes[0]: 'find' must be a scope of the form tool:action",
+    ),
+    "unknown server": (
+        NOTES + "groups:\n  - name: writers\n    members: [carol]\n    may_delegate: {wiki: ['page:read']}\n",
+        "line 6: groups[0].may_delegate.wiki: there is no server 'wiki' in the file or the console",
+    ),
+    "unknown member": (
+        NOTES + "groups:\n  - name: writers\n    members: [carol, mallory]\n    may_delegate: {}\n",
+        "line 5: groups[0].members[1]: there is no user 'mallory'",
+    ),
+    "member listed twice": (
+        NOTES + "groups:\n  - name: writers\n    members: [carol, carol]\n    may_delegate: {}\n",
+        "line 5: groups[0].members[1]: 'carol' is listed twice",
+    ),
+    "setting value out of range": (
+        NOTES + "settings:\n  agent_registration: sometimes\n",
+        "line 4: settings.agent_registration: must be one of auto_approve, require_approval",
+    ),
+    "unknown setting": (
+        NOTES + "settings:\n  approvals: always\n",
+        "line 4: settings.approvals: unknown key (expected one of agent_registration)",
+    ),
+    "unknown top-level key": (
+        NOTES + "agents: []\n",
+        "line 3: agents: unknown key (expected one of servers, groups, settings)",
+    ),
+    "not a mapping": ("- notes\n", "line 1: document: must be a mapping"),
+    "empty file": ("# nothing yet\n", "the policy document is empty"),
+    "YAML syntax": (
+        "servers:\n  - name: notes\n   resource: https://notes.example.com/mcp\n",
+        "line 3, column 4: invalid YAML",
+    ),
+}
+
+
+@pytest.mark.parametrize("text, message", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_a_bad_file_is_refused_with_its_line_and_key_and_changes_nothing(
+    tmp_path, text, message, alice, carol
+):
+    before = console_state()
+
+    with pytest.raises(CommandError) as refused:
+        apply_policy(write(tmp_path, text))
+
+    assert message in str(refused.value)
+    assert "nothing changed" in str(refused.value)
+    assert console_state() == before
+    assert policy_applied_events() == 0
+
+
+def test_every_problem_of_a_bad_file_is_reported_at_once(tmp_path, carol):
+    text = (
+        "servers:\n"
+        "  - name: notes\n"
+        "    resource: ftp://notes.example.com/mcp\n"
+        "    tools: [{name: list_notes, actions: [read], risk: extreme}]\n"
+        "groups:\n"
+        "  - {name: writers, members: [nobody], may_delegate: {}}\n"
+    )
+    with pytest.raises(CommandError) as refused:
+        apply_policy(write(tmp_path, text))
+
+    assert "line 3: servers[0].resource: must be an absolute http or https URI" in str(refused.value)
+    assert "line 4: servers[0].tools[0].risk: must be one of low, medium, high" in str(refused.value)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path, db):
+    with pytest.raises(CommandError, match="cannot read the file: No such file or directory"):
+        apply_policy(tmp_path / "nowhere.yaml")
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def test_a_json_policy_applies_like_yaml(tmp_path, carol):
+    text = json.dumps(yaml.safe_load(POLICY), indent="\t")  # tabs: valid JSON that YAML alone refuses
+
+    apply_policy(write(tmp_path, text, "policy.json"))
+
+    assert yaml.safe_load(export_policy()) == yaml.safe_load(POLICY)
+
+
+def test_invalid_json_is_refused_with_its_line_and_column(tmp_path, carol):
+    text = """{
+  "servers": [
+    {"name": "notes", "resource": "https://notes.example.com/mcp", "tools": []},
+  ]
+}
+"""
+    before = console_state()
+
+    with pytest.raises(CommandError, match=r"line 4, column 3: invalid JSON: Expecting value"):
+        apply_policy(write(tmp_path, text, "policy.json"))
+
+    assert console_state() == before
+
+
+def test_a_json_policy_with_a_wrong_value_names_its_line_and_key(tmp_path, carol):
+    document = yaml.safe_load(POLICY)
+    document["servers"][0]["tools"][1]["risk"] = "extreme"
+    text = json.dumps(document, indent=2)
+    line = next(number for number, line in enumerate(text.splitlines(), 1) if '"extreme"' in line)
+
+    with pytest.raises(CommandError, match=rf"line {line}: servers\[0\]\.tools\[1\]\.risk: must be one of"):
+        apply_policy(write(tmp_path, text, "policy.json"))
+
+
+# --- The demo ---------------------------------------------------------------------------------
+
+
+def load_demo() -> str:
+    out = StringIO()
+    call_command("load_demo", stdout=out)
+    return out.getvalue()
+
+
+def env_values(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_load_demo_creates_the_users_the_policy_and_the_demo_server_credentials(tmp_path, settings, db):
+    settings.VAR_DIR = tmp_path
+
+    output = load_demo()
+
+    admin_password = re.search(r"Created user admin \(console admin\) with password: (\S+)", output)[1]
+    alice_password = re.search(r"Created user alice \(demo human\) with password: (\S+)", output)[1]
+    admin, alice = User.objects.get(username="admin"), User.objects.get(username="alice")
+    assert admin.is_superuser and admin.is_staff and admin.check_password(admin_password)
+    assert not alice.is_staff and alice.check_password(alice_password)
+    assert admin_password != alice_password
+
+    calendar = McpServer.objects.get(name="calendar")
+    assert calendar.resource == "http://127.0.0.1:8001/mcp"
+    assert {tool.name: tool.risk for tool in calendar.tools.all()} == {
+        "list_events": "low",
+        "create_event": "high",
+        "delete_event": "high",
+    }
+    assert delegable_scopes(alice, calendar) == {"list_events:read", "create_event:write"}
+
+    env_file = tmp_path / "demo-calendar-server.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = env_values(env_file)
+    assert values["CONSOLE_URL"] == settings.ISSUER
+    assert values["MCP_SERVER_CLIENT_ID"] == calendar.client_id
+    assert calendar.check_secret(values["MCP_SERVER_CLIENT_SECRET"])
+    assert (
+        f"CONSOLE_URL={settings.ISSUER} MCP_SERVER_CLIENT_ID={calendar.client_id} "
+        f"MCP_SERVER_CLIENT_SECRET={values['MCP_SERVER_CLIENT_SECRET']} python examples/calendar_server.py"
+    ) in output
+
+
+def test_load_demo_again_leaves_users_passwords_and_server_credentials_alone(tmp_path, settings, db):
+    settings.VAR_DIR = tmp_path
+    first = load_demo()
+    admin_password = re.search(r"Created user admin \(console admin\) with password: (\S+)", first)[1]
+    env_file = tmp_path / "demo-calendar-server.env"
+    env_text = env_file.read_text()
+    before = console_state()
+
+    output = load_demo()
+
+    assert "User admin (console admin) already exists" in output
+    assert "User alice (demo human) already exists" in output
+    assert "password" not in output
+    assert "client_secret" not in output
+    assert "The demo policy is already in place" in output
+    assert console_state() == before
+    assert User.objects.get(username="admin").check_password(admin_password)
+    assert env_file.read_text() == env_text
