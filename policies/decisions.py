@@ -33,6 +33,7 @@ class Reason:
     WRONG_AUDIENCE = "wrong_audience"
     SCOPE_NOT_DELEGABLE = "scope_not_delegable"
     SCOPE_MISSING = "scope_missing"
+    NO_USABLE_SCOPE = "no_usable_scope"
     UNKNOWN_TOOL = "unknown_tool"
 
 
@@ -115,8 +116,11 @@ def decide(
         return Decision.deny(Reason.HUMAN_INACTIVE)
 
     if token is not None:
-        # A token never exceeds its delegation, even if the delegation was narrowed later.
-        usable = frozenset(scopes_of(token.scope) & delegation.scopes)
+        # A token never exceeds its delegation, nor what the policy lets its human delegate
+        # today: narrowing either takes effect at the next introspection.
+        usable = frozenset(scopes_of(token.scope) & delegation.scopes & delegable_scopes(human, server))
+        if not usable:
+            return Decision.deny(Reason.NO_USABLE_SCOPE)
         if tool_call is not None and tool_call not in usable:
             return Decision(False, Reason.SCOPE_MISSING, usable)
         return Decision(True, Reason.OK, usable)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -27,6 +28,9 @@ from oauth2_provider.models import (
 from audit.events import record
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+# Tool and action names: what MCP allows in a tool name, and never ":" or a space, which would
+# break the "<tool>:<action>" scope-token.
+validate_tool_name = RegexValidator(r"^[A-Za-z0-9_.-]+\Z", "Use letters, digits, _ . and - only.")
 
 
 def hash_secret(secret: str) -> str:
@@ -84,7 +88,7 @@ class Tool(models.Model):
         HIGH = "high"
 
     server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="tools")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_tool_name])
     description = models.TextField(blank=True, help_text="Shown to the human on the consent page.")
     risk = models.CharField(max_length=10, choices=Risk.choices, default=Risk.LOW)
 
@@ -100,7 +104,7 @@ class ToolAction(models.Model):
     """One action of a tool; its scope is ``<tool>:<action>`` on the tool's server."""
 
     tool = models.ForeignKey(Tool, on_delete=models.CASCADE, related_name="actions")
-    name = models.CharField(max_length=50)
+    name = models.CharField(max_length=50, validators=[validate_tool_name])
 
     class Meta:
         ordering = ["tool", "name"]

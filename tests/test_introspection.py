@@ -62,3 +62,17 @@ def test_deactivated_human_makes_tokens_inactive(read_token, calendar, alice):
 
 def test_introspection_answers_are_not_cacheable(read_token, calendar):
     assert introspect(calendar, read_token)["Cache-Control"] == "no-store"
+
+
+def test_policy_narrowing_takes_effect_at_the_next_introspection(oauth, calendar, alice):
+    token = oauth.tokens(calendar.resource, "list_events:read create_event:write")["access_token"]
+    policy = alice.groups.get(name="staff").delegation_policy
+    policy.may_delegate.remove(*policy.may_delegate.filter(tool__name="create_event"))
+
+    answer = introspect(calendar, token, tool="create_event", action="write").json()
+    assert answer["scope"] == "list_events:read"
+    assert answer["decision"]["reason"] == "scope_missing"
+
+    alice.groups.clear()
+    assert introspect(calendar, token).json() == {"active": False}
+    assert AuditEvent.objects.latest("id").reason == "no_usable_scope"
