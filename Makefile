@@ -29,7 +29,9 @@ run: venv
 	$(RUN_ENV) $(PY) manage.py load_demo
 	$(RUN_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
+# The MCP conformance suite needs npm; without it tests/test_conformance.py skips and says so.
 test: venv
+	scripts/install-conformance || echo "make test: conformance suite not installed" >&2
 	scripts/with-services $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -16,6 +16,7 @@ from django.test import Client
 from policies.models import Agent, DelegationPolicy, McpServer, Tool, ToolAction
 
 REDIRECT_URI = "http://127.0.0.1:53682/callback"
+ALICE_PASSWORD = "alice-password-123"
 
 
 @dataclass
@@ -71,7 +72,7 @@ def mail(db) -> RegisteredServer:
 @pytest.fixture
 def alice(db, calendar, mail) -> User:
     """A human in the staff group, who may delegate every calendar and mail scope."""
-    user = User.objects.create_user("alice", password="alice-password-123")
+    user = User.objects.create_user("alice", password=ALICE_PASSWORD)
     allow_delegation("staff", [user], calendar.server, ["list_events:read", "create_event:write"])
     allow_delegation("mailers", [user], mail.server, ["send:write"])
     return user
@@ -193,3 +194,12 @@ def introspect(server: RegisteredServer, token: str, **context: str):
     return Client().post(
         "/oauth/introspect/", form({"token": token, **context}), FORM, HTTP_AUTHORIZATION=server.basic_auth()
     )
+
+
+@pytest.fixture
+def live_console(live_server, settings) -> str:
+    """The console really serving on loopback, its one issuer string being its live URL."""
+    settings.ISSUER = live_server.url
+    # DOT reloads its settings on setting_changed: metadata `issuer` and the `iss` parameter follow.
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": live_server.url}
+    return live_server.url
