@@ -1,0 +1,37 @@
+"""
+Protect an MCP server (official ``mcp`` SDK, 2.x) with the MCP Policy Console.
+
+No Django needed: this package talks to the console over HTTP only. Usage::
+
+    verifier = ConsoleTokenVerifier(CONSOLE_URL, CLIENT_ID, CLIENT_SECRET, "https://calendar.example.com/mcp")
+    mcp = MCPServer("calendar", token_verifier=verifier, auth=verifier.auth_settings())
+
+    @mcp.tool()
+    def list_events() -> list[dict]: ...
+
+    app = ToolScopeGuard(mcp.streamable_http_app(), verifier, {"list_events": "list_events:read"})
+
+- ``ConsoleTokenVerifier`` (the SDK's ``TokenVerifier``) introspects every token with the console,
+  using this server's credentials, and accepts only live tokens bound to this server.
+- ``ToolScopeGuard`` checks, before a tool runs, that the token may use the tool's scope
+  (``tool:action``); if not, it answers 403 ``insufficient_scope`` naming the scope (step-up).
+  It also serves the protected resource metadata (RFC 9728) that sends clients to the console.
+"""
+
+from mcp_console_auth.guard import ToolScopeGuard
+from mcp_console_auth.verifier import (
+    ConsoleMetadata,
+    ConsoleTokenVerifier,
+    ConsoleUnavailable,
+    ToolCallDecision,
+    discover_console,
+)
+
+__all__ = [
+    "ConsoleMetadata",
+    "ConsoleTokenVerifier",
+    "ConsoleUnavailable",
+    "ToolCallDecision",
+    "ToolScopeGuard",
+    "discover_console",
+]
