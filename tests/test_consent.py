@@ -155,3 +155,10 @@ def test_a_tampered_consent_form_with_a_foreign_redirect_uri_does_not_redirect_t
     response = oauth.browser.post("/oauth/authorize/", data)
     assert "attacker.example.net" not in response.get("Location", "")
     assert not Delegation.objects.exists()
+
+
+def test_a_granted_scope_that_was_never_requested_is_ignored(oauth, calendar):
+    data = consent_form(oauth, calendar, grant=["list_events:read", "create_event:write", "bogus:scope"])
+    response = oauth.browser.post("/oauth/authorize/", data)
+    assert response.status_code == 302
+    assert Delegation.objects.get().scope == "list_events:read"

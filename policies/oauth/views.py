@@ -1,6 +1,7 @@
 """
-The protocol doors DOT does not cover as we need: the policy-aware consent page and the
-MCP-server introspection endpoint. Both are thin: rules live in ``policies.decisions``.
+The protocol doors DOT does not cover as we need: the policy-aware consent page, the token
+endpoint limited to agent grants, and the MCP-server introspection endpoint. All are thin: rules
+live in ``policies.decisions``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import calendar
 import hashlib
 from urllib.parse import unquote_plus, urlsplit
 
-from django import forms
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
@@ -21,7 +21,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.exceptions import FatalClientError, OAuthToolkitError
-from oauth2_provider.forms import AllowForm
 from oauth2_provider.views import AuthorizationView, TokenView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFatalError
 
@@ -31,16 +30,6 @@ from policies.models import AccessToken, Agent, McpServer
 from policies.oauth.resources import server_for_resource, target_error_description
 from policies.oauth.scopes import scope_descriptions
 from policies.services import delegate
-
-
-class ConsentForm(AllowForm):
-    # The scopes the human leaves ticked; the hidden ``scope`` field holds what was requested.
-    grant = forms.MultipleChoiceField(required=False, choices=())
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        requested = (self.data.get("scope") if self.is_bound else self.initial.get("scope")) or ""
-        self.fields["grant"].choices = [(scope, scope) for scope in requested.split()]
 
 
 INACTIVE_AGENT_MESSAGES = {
@@ -54,8 +43,8 @@ INACTIVE_AGENT_MESSAGES = {
 class ConsentView(AuthorizationView):
     """The authorization endpoint: a logged-in human reviews what an agent asks for."""
 
+    # The scopes the human leaves ticked arrive as "grant" values, beside DOT's hidden fields.
     template_name = "policies/consent.html"
-    form_class = ConsentForm
 
     def get(self, request, *args, **kwargs):
         # Consent is never skipped on the strength of an earlier token (DOT's
@@ -160,22 +149,6 @@ class ConsentView(AuthorizationView):
             )
 
 
-# Agents act for a human: only grants that carry a human's delegation are served.
-AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
-
-
-class AgentTokenView(TokenView):
-    """DOT's token endpoint, limited to the agent grants (DOT also routes e.g. device_code)."""
-
-    def post(self, request: HttpRequest, *args, **kwargs):
-        grant_type = request.POST.get("grant_type")
-        if not grant_type:
-            return oauth_error("invalid_request", "The grant_type parameter is missing.", 400)
-        if grant_type not in AGENT_GRANT_TYPES:
-            return oauth_error("unsupported_grant_type", f"Supported: {', '.join(AGENT_GRANT_TYPES)}.", 400)
-        return super().post(request, *args, **kwargs)
-
-
 def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, encoded = header.partition(" ")
@@ -212,6 +185,22 @@ def oauth_error(error: str, description: str, status: int, **headers: str) -> Js
         response[name.replace("_", "-")] = value
     response["Cache-Control"] = "no-store"
     return response
+
+
+# Agents act for a human: only grants that carry a human's delegation are served.
+AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
+
+
+class AgentTokenView(TokenView):
+    """DOT's token endpoint, limited to the agent grants (DOT also routes e.g. device_code)."""
+
+    def post(self, request: HttpRequest, *args, **kwargs):
+        grant_type = request.POST.get("grant_type")
+        if not grant_type:
+            return oauth_error("invalid_request", "The grant_type parameter is missing.", 400)
+        if grant_type not in AGENT_GRANT_TYPES:
+            return oauth_error("unsupported_grant_type", f"Supported: {', '.join(AGENT_GRANT_TYPES)}.", 400)
+        return super().post(request, *args, **kwargs)
 
 
 @method_decorator(csrf_exempt, name="dispatch")
