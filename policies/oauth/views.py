@@ -31,7 +31,6 @@ from policies.oauth.resources import server_for_resource, target_error_descripti
 from policies.oauth.scopes import scope_descriptions
 from policies.services import delegate
 
-
 INACTIVE_AGENT_MESSAGES = {
     Agent.Status.PENDING: "This agent is waiting for an administrator's approval.",
     Agent.Status.SUSPENDED: "This agent has been suspended by an administrator.",
