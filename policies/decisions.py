@@ -122,7 +122,9 @@ def decide(
         if not usable:
             return Decision.deny(Reason.NO_USABLE_SCOPE)
         if tool_call is not None and tool_call not in usable:
-            return Decision(False, Reason.SCOPE_MISSING, usable)
+            tool, _, action = tool_call.partition(":")
+            known = ToolAction.objects.filter(tool__server=server, tool__name=tool, name=action).exists()
+            return Decision(False, Reason.SCOPE_MISSING if known else Reason.UNKNOWN_TOOL, usable)
         return Decision(True, Reason.OK, usable)
 
     if delegation is not None:

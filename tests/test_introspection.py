@@ -76,3 +76,9 @@ def test_policy_narrowing_takes_effect_at_the_next_introspection(oauth, calendar
     alice.groups.clear()
     assert introspect(calendar, token).json() == {"active": False}
     assert AuditEvent.objects.latest("id").reason == "no_usable_scope"
+
+
+def test_a_tool_the_server_does_not_have_is_denied_as_unknown_tool(read_token, calendar):
+    answer = introspect(calendar, read_token, tool="format_disk", action="write").json()
+    assert answer["active"] is True
+    assert answer["decision"]["reason"] == "unknown_tool"

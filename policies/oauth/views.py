@@ -258,7 +258,8 @@ class IntrospectionView(View):
         decision = decide(agent=token.application, server=server, token=token, tool_call=tool_call)
         delegation = token.delegation
         human = delegation.human if delegation else None
-        active = decision.allowed or (tool_call is not None and decision.reason == "scope_missing")
+        # A token denied only for this tool call is still a live token.
+        active = decision.allowed or bool(tool_call and decision.scopes)
         record(
             "tool_call.decision" if tool_call else "introspection",
             outcome="allow" if decision.allowed else "deny",
