@@ -158,7 +158,11 @@ def test_client_configuration_endpoint_refuses_requests_without_the_registration
 ):
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
     response = any_client.generic(
-        method.upper(), f"/oauth/register/{agent.client_id}/", b"{}", content_type="application/json", **headers
+        method.upper(),
+        f"/oauth/register/{agent.client_id}/",
+        b"{}",
+        content_type="application/json",
+        **headers,
     )
     assert response.status_code == 401
     assert response.json()["error"] in {"invalid_token", "invalid_client", "access_denied"}
