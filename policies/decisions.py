@@ -60,14 +60,12 @@ class Decision:
 
 def delegable_scopes(human: AbstractBaseUser, server: McpServer) -> set[str]:
     """Scopes of ``server`` that the groups of ``human`` may delegate."""
-    actions = (
-        ToolAction.objects.filter(
-            tool__server=server, delegable_by__group__user=human, tool__server__active=True
-        )
-        .select_related("tool")
-        .distinct()
+    pairs = (
+        ToolAction.objects.filter(tool__server=server, delegable_by__group__user=human)
+        .order_by()
+        .values_list("tool__name", "name")
     )
-    return {action.scope for action in actions}
+    return {f"{tool}:{action}" for tool, action in pairs}
 
 
 def decide(
