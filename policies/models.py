@@ -191,6 +191,14 @@ class Delegation(models.Model):
     class Meta:
         ordering = ["-created"]
         indexes = [models.Index(fields=["human", "agent", "server", "status"])]
+        constraints = [
+            # One live delegation per human, agent and server: consenting again updates it.
+            models.UniqueConstraint(
+                fields=["human", "agent", "server"],
+                condition=models.Q(status="approved"),
+                name="one_approved_delegation_per_human_agent_server",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.human} → {self.agent} on {self.server}"

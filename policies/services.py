@@ -24,16 +24,15 @@ def delegate(human: AbstractBaseUser, agent: Agent, server: McpServer, scopes: I
     tokens minted earlier are cut down to them at introspection.
     """
     scope = " ".join(sorted(set(scopes)))
-    delegation = (
-        Delegation.objects.select_for_update()
-        .filter(human=human, agent=agent, server=server, status=Delegation.Status.APPROVED)
-        .first()
+    # The partial unique constraint settles a race between two consents: the loser updates.
+    delegation, created = Delegation.objects.select_for_update().get_or_create(
+        human=human,
+        agent=agent,
+        server=server,
+        status=Delegation.Status.APPROVED,
+        defaults={"scope": scope},
     )
-    if delegation is None:
-        delegation = Delegation.objects.create(
-            human=human, agent=agent, server=server, scope=scope, status=Delegation.Status.APPROVED
-        )
-    else:
+    if not created:
         delegation.scope = scope
         delegation.save(update_fields=["scope", "updated"])
     record(
