@@ -10,10 +10,8 @@ the login page and allows what the consent page proposes, as she would in a brow
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Callable
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -22,6 +20,7 @@ import pytest
 
 from policies.models import Delegation
 from tests.conftest import ALICE_PASSWORD
+from tests.support import free_loopback_port, page_form
 
 SUITE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "conformance"
 NODE = SUITE_DIR / "node_modules" / ".bin" / "node"
@@ -39,27 +38,8 @@ EXPECTED_CHECKS = {
 }
 
 
-class FormFields(HTMLParser):
-    """What a browser submits from a page's form: its hidden fields and its ticked, enabled boxes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, list[str]] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "form":
-            self.action = attributes.get("action") or ""
-        elif tag == "input" and "disabled" not in attributes:
-            kind = attributes.get("type", "text")
-            if kind == "hidden" or (kind == "checkbox" and "checked" in attributes):
-                self.fields.setdefault(attributes["name"], []).append(attributes.get("value") or "")
-
-
 def submit(browser: httpx2.Client, page: httpx2.Response, **typed: str) -> httpx2.Response:
-    form = FormFields()
-    form.feed(page.text)
+    form = page_form(page.text)
     return browser.post(urljoin(str(page.url), form.action), data={**form.fields, **typed})
 
 
@@ -76,12 +56,6 @@ def consent_in_browser(authorization_url: str, username: str, password: str) -> 
         consent = submit(browser, login, username=username, password=password)
         assert consent.status_code == 200 and 'name="allow"' in consent.text, shown(consent)
         submit(browser, consent, allow="Allow")
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_suite(issuer: str, client_id: str, resource: str, results: Path, human: Callable[[str], None]) -> str:
@@ -111,17 +85,13 @@ def run_suite(issuer: str, client_id: str, resource: str, results: Path, human: 
 
 
 def test_conformance_suite_passes_the_metadata_and_authorization_code_scenarios(
-    live_server, settings, tmp_path, calendar, alice, agent
+    live_console, tmp_path, calendar, alice, agent
 ):
-    # One issuer string everywhere, the one the suite is given: metadata, `iss`, introspection.
-    settings.ISSUER = live_server.url
-    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": live_server.url}
-
     def alice_consents(authorization_url: str) -> None:
         # The agent's registered redirect is another loopback port: RFC 8252 lets native clients pick.
         consent_in_browser(authorization_url, "alice", ALICE_PASSWORD)
 
-    output = run_suite(live_server.url, agent.client_id, calendar.resource, tmp_path, alice_consents)
+    output = run_suite(live_console, agent.client_id, calendar.resource, tmp_path, alice_consents)
 
     checks = [check for path in tmp_path.glob("*/checks.json") for check in json.loads(path.read_text())]
     failures = "\n".join(f"{c['id']}: {c['status']} {c.get('errorMessage', '')}" for c in checks)

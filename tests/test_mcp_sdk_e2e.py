@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +31,7 @@ from audit.models import AuditEvent
 from policies.models import AccessToken, Agent, Delegation, RefreshToken
 from policies.services import revoke_delegation
 from tests.conftest import RegisteredServer, allow_delegation, make_server
+from tests.support import free_loopback_port, page_form
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "carol-password-123"
@@ -57,16 +56,10 @@ def human(live_console) -> User:
     return User.objects.create_user("carol", password=PASSWORD)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def calendar_mcp(live_console, human, tmp_path) -> Iterator[RegisteredServer]:
     """The example calendar server, registered in the console and running as a subprocess."""
-    port = free_port()
+    port = free_loopback_port()
     registered = make_server("calendar", f"http://127.0.0.1:{port}/mcp", CALENDAR_TOOLS)
     allow_delegation("staff", [human], registered.server, ["list_events:read", "create_event:write"])
     env = {
@@ -114,31 +107,6 @@ class HumanRefused(Exception):
     """The human refused the authorization request: no code comes back."""
 
 
-class FormParser(HTMLParser):
-    """The inputs of the consent form: hidden fields and the "grant" checkboxes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hidden: dict[str, str] = {}
-        self.grantable: list[str] = []
-        self.not_grantable: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag != "input":
-            return
-        attr = dict(attrs)
-        if attr.get("type") == "hidden" and attr.get("name"):
-            self.hidden[attr["name"]] = attr.get("value") or ""
-        elif attr.get("type") == "checkbox" and attr.get("name") == "grant":
-            (self.not_grantable if "disabled" in attr else self.grantable).append(attr["value"] or "")
-
-
-def parse_form(html: str) -> FormParser:
-    parser = FormParser()
-    parser.feed(html)
-    return parser
-
-
 @dataclass
 class ConsentPage:
     url: str
@@ -165,7 +133,7 @@ class HumanAtBrowser:
     async def log_in(self) -> None:
         self.browser = httpx2.AsyncClient(base_url=self.console_url, follow_redirects=False, timeout=10)
         page = await self.browser.get("/accounts/login/")
-        csrf = parse_form(page.text).hidden["csrfmiddlewaretoken"]
+        csrf = page_form(page.text).value("csrfmiddlewaretoken")
         response = await self.browser.post(
             "/accounts/login/",
             data={"username": self.username, "password": PASSWORD, "csrfmiddlewaretoken": csrf},
@@ -179,14 +147,14 @@ class HumanAtBrowser:
         """The SDK sends the human's browser to the console's authorization endpoint."""
         page = await self.browser.get(authorization_url)
         assert page.status_code == 200, page.text[:500]
-        form = parse_form(page.text)
-        self.pages.append(
-            ConsentPage(authorization_url, form.hidden["scope"].split(), form.grantable, form.not_grantable)
-        )
+        form = page_form(page.text)
+        grantable, not_grantable = form.fields.get("grant", []), form.disabled.get("grant", [])
+        requested = form.value("scope").split()
+        self.pages.append(ConsentPage(authorization_url, requested, grantable, not_grantable))
         answer = self.answers.pop(0) if self.answers else None
-        data: dict[str, Any] = dict(form.hidden)
+        data: dict[str, Any] = {name: values for name, values in form.fields.items() if name != "grant"}
         if answer is not None:
-            data["grant"] = [scope for scope in form.grantable if scope in answer]
+            data["grant"] = [scope for scope in grantable if scope in answer]
             data["allow"] = "Allow"
         response = await self.browser.post(authorization_url, data=data)
         assert response.status_code == 302, response.text[:500]
