@@ -212,7 +212,11 @@ class Delegation(models.Model):
 
 
 class Grant(AbstractGrant):
+    """An authorization code. Kept after its exchange, so that a replay revokes what it minted."""
+
     delegation = models.ForeignKey(Delegation, null=True, blank=True, on_delete=models.CASCADE)
+    consumed = models.DateTimeField(null=True, blank=True)
+    token_family = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta(AbstractGrant.Meta):
         swappable = "OAUTH2_PROVIDER_GRANT_MODEL"

@@ -1,11 +1,14 @@
 """Each refusal the OAuth 2.1 profile promises: what is refused, with which error, and that nothing
 was issued on the way."""
 
+import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.db import connection
 from django.test import Client
 
+from audit.models import AuditEvent
 from policies.models import AccessToken, Agent, Delegation, Grant
 from policies.services import revoke_delegation
 from tests.conftest import FORM, REDIRECT_URI, form, introspect
@@ -56,12 +59,41 @@ def test_loopback_redirect_may_use_any_port(oauth, calendar):
     assert oauth.browser.get("/oauth/authorize/", params).status_code == 200
 
 
-def test_an_authorization_code_is_single_use_and_its_reuse_is_refused(oauth, calendar):
+def test_a_replayed_authorization_code_is_refused_and_revokes_the_tokens_it_minted(oauth, calendar):
     code = oauth.get_code(calendar.resource, "list_events:read")
-    assert oauth.exchange(code, calendar.resource).status_code == 200
+    first = oauth.exchange(code, calendar.resource)
+    assert first.status_code == 200
+    tokens = first.json()
+
     replay = oauth.exchange(code, calendar.resource)
+
     assert replay.status_code == 400
     assert replay.json()["error"] == "invalid_grant"
+    # A replayed code means it leaked: what it minted is no longer trusted.
+    assert introspect(calendar, tokens["access_token"]).json() == {"active": False}
+    assert oauth.refresh(tokens["refresh_token"], calendar.resource).json()["error"] == "invalid_grant"
+    event = AuditEvent.objects.get(event_type="authorization_code.replayed")
+    assert (event.outcome, event.human_username, event.server_name) == ("deny", "alice", "calendar")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_exchanges_of_one_code_mint_one_token(oauth, calendar):
+    code = oauth.get_code(calendar.resource, "list_events:read")
+    barrier = threading.Barrier(4)
+    statuses = []
+
+    def exchange() -> None:
+        barrier.wait()
+        statuses.append(oauth.exchange(code, calendar.resource).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=exchange) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200, 400, 400, 400]
     assert AccessToken.objects.filter(delegation__isnull=False).count() == 1
 
 

@@ -8,22 +8,51 @@ decision before a token is minted.
 
 from __future__ import annotations
 
+from django.utils import timezone
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
 from audit.events import record
 from policies.decisions import decide
-from policies.models import Grant
+from policies.models import Grant, RefreshToken
 from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
 
 
 class PolicyValidator(OAuth2Validator):
     def validate_code(self, client_id, code, client, request, *args, **kwargs) -> bool:
+        grant = (
+            Grant.objects.select_related("delegation__server").filter(code=code, application=client).first()
+        )
+        if grant is None:
+            return False
+        if grant.consumed is not None:
+            self._revoke_what_a_replayed_code_minted(grant, request)
+            return False
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
             return False
-        grant = Grant.objects.select_related("delegation__server").get(code=code, application=client)
         self._bind_to_delegation(request, grant.delegation)
-        return True
+        # Claimed here, in one conditional UPDATE, so that of two concurrent exchanges of the
+        # same code only one mints tokens (DOT deletes the code only after minting).
+        return bool(Grant.objects.filter(pk=grant.pk, consumed__isnull=True).update(consumed=timezone.now()))
+
+    def invalidate_authorization_code(self, client_id, code, request, *args, **kwargs) -> None:
+        # Kept, not deleted (DOT's cleartokens removes it once expired), so that a replay can find
+        # the token family the code started and revoke it (RFC 6749 §4.1.2, RFC 9700 §4.5).
+        Grant.objects.filter(code=code, application=request.client).update(
+            token_family=getattr(request, "token_family", None)
+        )
+
+    def _revoke_what_a_replayed_code_minted(self, grant: Grant, request) -> None:
+        RefreshToken.revoke_family(grant.token_family)
+        record(
+            "authorization_code.replayed",
+            outcome="deny",
+            reason="code_reused",
+            human=grant.user,
+            agent=grant.application,
+            delegation=grant.delegation,
+            server=grant.delegation.server if grant.delegation else None,
+        )
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
@@ -88,4 +117,5 @@ class PolicyValidator(OAuth2Validator):
         )
         refresh_token.delegation = request.delegation
         refresh_token.save(update_fields=["delegation"])
+        request.token_family = refresh_token.token_family
         return refresh_token
