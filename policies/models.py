@@ -29,8 +29,9 @@ from audit.events import record
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # Tool and action names: what MCP allows in a tool name, and never ":" or a space, which would
-# break the "<tool>:<action>" scope-token.
-validate_tool_name = RegexValidator(r"^[A-Za-z0-9_.-]+\Z", "Use letters, digits, _ . and - only.")
+# break the "<tool>:<action>" scope-token. The policy file reader checks names with this validator.
+TOOL_NAME_CHARACTERS = "letters, digits, _ . and -"
+validate_tool_name = RegexValidator(r"^[A-Za-z0-9_.-]+\Z", f"Use {TOOL_NAME_CHARACTERS} only.")
 
 
 def hash_secret(secret: str) -> str:

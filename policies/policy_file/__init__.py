@@ -1,0 +1,33 @@
+"""
+Policy as code: a YAML or JSON document that declares MCP servers with their tools, which groups
+may delegate which scopes, and console settings.
+
+``parse`` checks everything the document alone can tell; ``apply`` checks it against the console
+(users, servers the file does not list) and then makes the console match it, in one transaction;
+``export`` writes the console out in the same shape, so export -> apply changes nothing.
+
+What ``apply`` does with what the file does not mention:
+
+- a server listed in the file is made to match it exactly: tools and actions of that server that
+  the file does not list are removed (and with them the delegable scopes that named them);
+- servers not listed are left alone; servers are known by name, so a new name is a new server
+  (with new credentials), and a resource URI moves from one server to another in two applies;
+- a group listed in the file gets exactly the file's members and may_delegate (for every
+  server); groups not listed are left alone; users are never created or removed;
+- settings not listed keep their value.
+"""
+
+from policies.policy_file.apply import apply, dump, export
+from policies.policy_file.document import ApplyResult, PolicyDocument, PolicyError
+from policies.policy_file.reader import parse, read_policy_file
+
+__all__ = [
+    "ApplyResult",
+    "PolicyDocument",
+    "PolicyError",
+    "apply",
+    "dump",
+    "export",
+    "parse",
+    "read_policy_file",
+]
