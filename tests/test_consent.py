@@ -1,5 +1,6 @@
 """The consent page: what the human sees, what they may grant, and what policy lets them."""
 
+import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
@@ -133,18 +134,13 @@ def consent_form(oauth, calendar, **overrides) -> dict:
     return data
 
 
-def test_a_tampered_consent_form_with_an_unknown_agent_is_refused_without_redirect(oauth, calendar):
-    response = oauth.browser.post(
-        "/oauth/authorize/", consent_form(oauth, calendar, client_id="no-such-agent")
-    )
-    assert response.status_code == 400
-    assert "Location" not in response
-    assert not Delegation.objects.exists()
-
-
-def test_a_tampered_consent_form_with_another_resource_is_refused_without_redirect(oauth, calendar):
-    data = consent_form(oauth, calendar, resource="https://unknown.example.com/mcp")
-    response = oauth.browser.post("/oauth/authorize/", data)
+@pytest.mark.parametrize(
+    "tampered",
+    [{"client_id": "no-such-agent"}, {"resource": "https://unknown.example.com/mcp"}],
+    ids=["unknown-agent", "unknown-resource"],
+)
+def test_a_tampered_consent_form_is_refused_without_redirect(oauth, calendar, tampered):
+    response = oauth.browser.post("/oauth/authorize/", consent_form(oauth, calendar, **tampered))
     assert response.status_code == 400
     assert "Location" not in response
     assert not Delegation.objects.exists()
