@@ -113,20 +113,19 @@ def decide(
     if human is not None and not human.is_active:
         return Decision.deny(Reason.HUMAN_INACTIVE)
 
-    if token is not None:
-        # A token never exceeds its delegation, nor what the policy lets its human delegate
-        # today: narrowing either takes effect at the next introspection.
-        usable = frozenset(scopes_of(token.scope) & delegation.scopes & delegable_scopes(human, server))
+    if delegation is not None:
+        # Neither a token nor a new one exceeds its delegation, nor what the policy lets the
+        # human delegate today: narrowing either takes effect at the next introspection.
+        usable = delegation.scopes & delegable_scopes(human, server)
+        if token is not None:
+            usable &= scopes_of(token.scope)
         if not usable:
             return Decision.deny(Reason.NO_USABLE_SCOPE)
         if tool_call is not None and tool_call not in usable:
             tool, _, action = tool_call.partition(":")
             known = ToolAction.objects.filter(tool__server=server, tool__name=tool, name=action).exists()
-            return Decision(False, Reason.SCOPE_MISSING if known else Reason.UNKNOWN_TOOL, usable)
-        return Decision(True, Reason.OK, usable)
-
-    if delegation is not None:
-        return Decision(True, Reason.OK, frozenset(delegation.scopes))
+            return Decision(False, Reason.SCOPE_MISSING if known else Reason.UNKNOWN_TOOL, frozenset(usable))
+        return Decision(True, Reason.OK, frozenset(usable))
 
     if human is None or scopes is None:
         raise ValueError("decide() needs a token, a delegation, or a human with requested scopes")

@@ -251,3 +251,12 @@ def test_rfc7009_revocation_of_the_refresh_token_kills_its_access_token(oauth, c
     assert response.status_code == 200
     assert introspect(calendar, tokens["access_token"]).json() == {"active": False}
     assert oauth.refresh(tokens["refresh_token"], calendar.resource).json()["error"] == "invalid_grant"
+
+
+def test_no_new_token_once_the_policy_no_longer_lets_the_human_delegate(oauth, alice, calendar):
+    tokens = oauth.tokens(calendar.resource, "list_events:read")
+    alice.groups.clear()
+    response = oauth.refresh(tokens["refresh_token"], calendar.resource)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    assert "no_usable_scope" in response.json()["error_description"]
