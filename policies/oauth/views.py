@@ -234,16 +234,16 @@ class IntrospectionView(View):
         tool, action = request.POST.get("tool", ""), request.POST.get("action", "")
         if bool(tool) != bool(action):
             return oauth_error("invalid_request", "tool and action go together.", 400)
-        return self.answer(request, server, raw_token, f"{tool}:{action}" if tool else None)
+        return self.answer(request, server, raw_token, tool, action)
 
-    def answer(self, request: HttpRequest, server: McpServer, raw_token: str, tool_call: str | None):
+    def answer(self, request: HttpRequest, server: McpServer, raw_token: str, tool: str, action: str):
+        tool_call = f"{tool}:{action}" if tool else None
         checksum = hashlib.sha256(raw_token.encode("utf-8", "surrogatepass")).hexdigest()
         token = (
             AccessToken.objects.select_related("application", "delegation__human")
             .filter(token_checksum=checksum)
             .first()
         )
-        tool, _, action = (tool_call or "").partition(":")
         if token is None or token.application is None:
             record(
                 "introspection",
