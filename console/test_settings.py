@@ -9,6 +9,8 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
 os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
+# Tasks run inline unless a test starts a real worker (tests/celery_worker.py).
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
 if "DATABASE_URL" not in os.environ:
     raise RuntimeError("The tests need DATABASE_URL (PostgreSQL) and REDIS_URL: run them with `make test`.")
 

@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from policies.models import Agent, DelegationPolicy, McpServer, Tool, ToolAction
+from tests.celery_worker import celery_worker  # noqa: F401  (a fixture)
 
 REDIRECT_URI = "http://127.0.0.1:53682/callback"
 ALICE_PASSWORD = "alice-password-123"

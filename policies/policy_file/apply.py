@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from audit.events import record
+from console.roles import Role
 from policies.models import DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
 from policies.policy_file.document import (
     ApplyResult,
@@ -252,7 +253,8 @@ def export() -> dict[str, Any]:
 
     groups = []
     username = get_user_model().USERNAME_FIELD
-    for group in Group.objects.order_by("name"):
+    # Console roles are groups too, but they are not delegation policy.
+    for group in Group.objects.exclude(name__in=list(Role)).order_by("name"):
         may_delegate: dict[str, list[str]] = {}
         policy = DelegationPolicy.objects.filter(group=group).first()
         if policy is not None:
