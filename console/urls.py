@@ -6,6 +6,9 @@ from django.views.generic import RedirectView
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("", include("policies.oauth.urls")),
+    path("", include("policies.urls")),
+    path("audit/", include("audit.urls")),
+    path("api/", include("console.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
