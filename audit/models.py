@@ -17,18 +17,20 @@ class AuditEvent(models.Model):
         DENY = "deny"
         ERROR = "error"
 
+    # On PostgreSQL the table is partitioned by month on ``occurred`` (audit.partitions), so the
+    # database's primary key is (id, occurred); ids still come from one sequence and stay unique.
     id = models.BigAutoField(primary_key=True)
     occurred = models.DateTimeField(auto_now_add=True, db_index=True)
-    event_type = models.CharField(max_length=64, db_index=True)
+    event_type = models.CharField(max_length=64)
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     reason = models.CharField(max_length=64, blank=True)
     # Who did it, when someone other than the human (an admin, an approver).
     actor_id = models.BigIntegerField(null=True, blank=True)
     actor_username = models.CharField(max_length=150, blank=True)
     # Denormalised on purpose: the trail must outlive deleted users, agents and servers.
-    human_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    human_id = models.BigIntegerField(null=True, blank=True)
     human_username = models.CharField(max_length=150, blank=True)
-    agent_client_id = models.CharField(max_length=255, blank=True, db_index=True)
+    agent_client_id = models.CharField(max_length=255, blank=True)
     agent_name = models.CharField(max_length=255, blank=True)
     # The chain of actors when one exists (RFC 8693 style, outermost first):
     # [{"type": "agent", "id": client_id}, {"type": "server", "id": name}, ...]
@@ -46,26 +48,45 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=300, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
     detail = models.JSONField(default=dict, blank=True)
-    # Set once by the sealer (audit.chain): SHA-256 over the previous event's chain_hash and
-    # this event's content. The database refuses any other change to a row. NULL = not sealed yet.
+    # Set once by the sealer (audit.chain), together: the event's position in the chain (sealing
+    # order, which is not id order when a lower id commits late) and SHA-256 over the previous
+    # position's chain_hash and this event's content. The database refuses any other change to a
+    # row. NULL = not sealed yet.
+    chain_seq = models.BigIntegerField(null=True, blank=True, editable=False)
     chain_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
 
     class Meta:
         ordering = ["-id"]
         permissions = [("export_auditevent", "Can export audit events")]
+        # One index per search filter, each with time so "X's events in a period" is a range scan.
+        indexes = [
+            models.Index(fields=["human_id", "occurred"], name="audit_human_time"),
+            models.Index(fields=["agent_client_id", "occurred"], name="audit_agent_time"),
+            models.Index(fields=["server_name", "occurred"], name="audit_server_time"),
+            models.Index(fields=["outcome", "occurred"], name="audit_outcome_time"),
+            models.Index(fields=["event_type", "occurred"], name="audit_type_time"),
+            models.Index(fields=["tool", "occurred"], name="audit_tool_time"),
+            models.Index(fields=["token_checksum"], name="audit_token_checksum"),
+            models.Index(fields=["chain_seq"], name="audit_chain_seq"),
+            # The sealer's work queue stays small however large the table grows.
+            models.Index(fields=["id"], condition=models.Q(chain_seq__isnull=True), name="audit_unsealed"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.occurred:%Y-%m-%d %H:%M:%S} {self.event_type} {self.outcome}"
 
 
 class AuditCheckpoint(models.Model):
-    """A signed statement: the chain up to ``last_event_id`` ends in ``chain_hash``.
+    """A signed statement: the chain up to position ``chain_seq`` (event ``last_event_id``) ends in
+    ``chain_hash``. It covers the events with ``chain_seq`` up to its own, not "ids up to
+    last_event_id": chain order is sealing order.
 
     Retention deletes events only below a checkpoint, so the chain stays verifiable from it.
     """
 
     id = models.BigAutoField(primary_key=True)
     created = models.DateTimeField(auto_now_add=True)
+    chain_seq = models.BigIntegerField(unique=True)
     last_event_id = models.BigIntegerField(unique=True)
     event_count = models.BigIntegerField(help_text="Events chained since the previous checkpoint.")
     chain_hash = models.CharField(max_length=64)
@@ -74,7 +95,7 @@ class AuditCheckpoint(models.Model):
     signature = models.TextField()
 
     class Meta:
-        ordering = ["-last_event_id"]
+        ordering = ["-chain_seq"]
 
     def __str__(self) -> str:
         return f"checkpoint at event {self.last_event_id}"

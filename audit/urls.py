@@ -1,5 +1,10 @@
-"""Audit pages outside the admin (export downloads)."""
+"""Audit pages outside the admin: the console's export form and an export's progress."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from audit import views
+
+urlpatterns = [
+    path("exports/new/", views.export_new, name="audit-export-new"),
+    path("exports/<uuid:pk>/", views.export_progress, name="audit-export-progress"),
+]

@@ -4,6 +4,7 @@ A calendar MCP server protected by the MCP Policy Console.
 Each tool needs its own scope: list_events:read, create_event:write, delete_event:write. Tokens
 are checked with the console's introspection on every request; a tool call outside the granted
 scopes is answered with 403 insufficient_scope, which MCP clients turn into a step-up request.
+Each tool call's result is reported to the console's audit trail (its event API), in batches.
 
 Configuration (environment):
   CONSOLE_URL               the console, e.g. http://127.0.0.1:8000
@@ -26,7 +27,7 @@ import uvicorn
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import MCPServer
 
-from mcp_console_auth import ConsoleTokenVerifier, ToolScopeGuard
+from mcp_console_auth import ConsoleTokenVerifier, EventReporter, ToolScopeGuard
 
 TOOL_SCOPES = {
     "list_events": "list_events:read",
@@ -38,16 +39,21 @@ TOOL_SCOPES = {
 def build_app(console_url: str, client_id: str, client_secret: str, server_url: str) -> ToolScopeGuard:
     resource = server_url.rstrip("/") + "/mcp"
     verifier = ConsoleTokenVerifier(console_url, client_id, client_secret, resource)
+    # Each tool call's result (success or error, duration, a digest of the arguments) goes to the
+    # console's audit trail, next to the console's own decision to allow the call.
+    reporter = EventReporter(console_url, client_id, client_secret)
     mcp = MCPServer("calendar", token_verifier=verifier, auth=verifier.auth_settings())
     events: dict[int, dict[str, str]] = {}
     ids = itertools.count(1)
 
     @mcp.tool()
+    @reporter.reported(TOOL_SCOPES["list_events"])
     def list_events() -> list[dict[str, str | int]]:
         """List the events in the calendar."""
         return [{"id": event_id, **event} for event_id, event in events.items()]
 
     @mcp.tool()
+    @reporter.reported(TOOL_SCOPES["create_event"])
     def create_event(title: str, start: str) -> dict[str, str | int]:
         """Create an event; start is an ISO 8601 date-time."""
         token = get_access_token()
@@ -58,12 +64,13 @@ def build_app(console_url: str, client_id: str, client_secret: str, server_url: 
         return {"id": event_id, **events[event_id]}
 
     @mcp.tool()
+    @reporter.reported(TOOL_SCOPES["delete_event"])
     def delete_event(event_id: int) -> str:
         """Delete an event by id."""
         return "deleted" if events.pop(event_id, None) else "no such event"
 
     host = urlsplit(server_url).hostname or "127.0.0.1"
-    return ToolScopeGuard(mcp.streamable_http_app(host=host), verifier, TOOL_SCOPES)
+    return ToolScopeGuard(mcp.streamable_http_app(host=host), verifier, TOOL_SCOPES, reporter=reporter)
 
 
 def main() -> None:

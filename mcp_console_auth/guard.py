@@ -7,6 +7,8 @@ and, when it may not, answers before the tool runs with 403 and
 ``WWW-Authenticate: Bearer error="insufficient_scope", scope="...", resource_metadata="..."``,
 so that an MCP client can ask its human for the missing scope (step-up).
 
+With an ``EventReporter``, it sends the results still buffered when the server shuts down.
+
 It also serves this server's protected resource metadata (RFC 9728) with the tool scopes as
 ``scopes_supported``: the SDK would list only ``required_scopes``, which it demands of every
 request, so tools with different scopes could not share one server.
@@ -25,6 +27,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_console_auth.reporter import EventReporter
 from mcp_console_auth.verifier import ConsoleTokenVerifier
 
 PARSE_ERROR = -32700
@@ -44,10 +47,12 @@ class ToolScopeGuard:
         verifier: ConsoleTokenVerifier,
         tool_scopes: Mapping[str, str],
         *,
+        reporter: EventReporter | None = None,
         max_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
     ) -> None:
         self.app = app
         self.verifier = verifier
+        self.reporter = reporter
         self.tool_scopes = dict(tool_scopes)
         self.mcp_path = urlsplit(verifier.resource).path or "/"
         settings = verifier.auth_settings()
@@ -61,7 +66,9 @@ class ToolScopeGuard:
         self._guarded = RequestBodyLimitMiddleware(self._check_tool_calls, max_body_size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._closing_on_shutdown(receive), send)
+        elif scope["type"] != "http":
             await self.app(scope, receive, send)
         elif scope["path"] == self._metadata_route.path:
             await self._metadata_route(scope, receive, send)
@@ -69,6 +76,21 @@ class ToolScopeGuard:
             await self._guarded(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def aclose(self) -> None:
+        """Send the tool-call results still buffered; close the HTTP clients."""
+        if self.reporter is not None:
+            await self.reporter.aclose()
+        await self.verifier.aclose()
+
+    def _closing_on_shutdown(self, receive: Receive) -> Receive:
+        async def receive_then_close() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.aclose()
+            return message
+
+        return receive_then_close
 
     async def _check_tool_calls(self, scope: Scope, receive: Receive, send: Send) -> None:
         body, replay = await _buffer_body(receive)

@@ -6,6 +6,7 @@ plugs into the SDK, and the tool-scope guard in front of the SDK's streamable HT
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 from collections.abc import Awaitable
@@ -16,10 +17,17 @@ from django.contrib.auth.models import User
 
 from audit.models import AuditEvent
 from examples.calendar_server import TOOL_SCOPES, build_app
-from mcp_console_auth import ConsoleTokenVerifier, ConsoleUnavailable, ToolScopeGuard
+from mcp_console_auth import (
+    ConsoleTokenVerifier,
+    ConsoleUnavailable,
+    EventReporter,
+    ToolScopeGuard,
+    arguments_digest,
+)
 from policies.models import Delegation
 from policies.services import revoke_delegation
 from tests.conftest import OAuthDriver, RegisteredServer
+from tests.support import free_loopback_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,7 +169,7 @@ def request(app: ToolScopeGuard, method: str, path: str, **kwargs) -> httpx2.Res
             ) as client:
                 return await client.request(method, path, **kwargs)
         finally:
-            await app.verifier.aclose()
+            await app.aclose()
 
     return run(send())
 
@@ -257,3 +265,118 @@ def test_a_revoked_token_gets_401_not_a_step_up(live_console, oauth, alice: User
 
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+# --- EventReporter: tool-call results to the console's audit trail ----------------------------
+
+
+def reporter_for(
+    console_url: str, server: RegisteredServer, secret: str | None = None, **options
+) -> EventReporter:
+    return EventReporter(console_url, server.client_id, secret or server.client_secret, **options)
+
+
+def report(reporter: EventReporter, token: str, scope: str = "list_events:read", **arguments) -> str:
+    return reporter.report(token=token, scope=scope, outcome="success", duration_ms=7, arguments=arguments)
+
+
+async def flush_and_close(reporter: EventReporter) -> None:
+    try:
+        await reporter.flush()
+    finally:
+        await reporter.aclose()
+
+
+def reported_results() -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(event_type="tool_call.result").order_by("id"))
+
+
+def test_the_reporter_sends_results_in_batches_linked_to_the_human(live_console, oauth, alice, calendar):
+    token = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    reporter = reporter_for(live_console, calendar, batch_size=2)
+    ids = [report(reporter, token, day=str(day)) for day in range(3)]
+
+    run(flush_and_close(reporter))
+
+    assert reporter.pending == 0
+    results = reported_results()
+    assert [event.detail["event_id"] for event in results] == ids
+    assert {(event.human_username, event.tool, event.action) for event in results} == {
+        ("alice", "list_events", "read")
+    }
+    assert results[0].detail["arguments_digest"] == arguments_digest({"day": "0"})
+
+
+def test_results_the_console_could_not_take_are_resent_with_the_same_event_ids(
+    live_console, oauth, alice, calendar
+):
+    token = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    reporter = reporter_for(live_console, calendar)
+    ids = [report(reporter, token), report(reporter, token)]
+    endpoint, reporter.endpoint = (
+        reporter.endpoint,
+        f"http://127.0.0.1:{free_loopback_port()}/api/audit/server-events/",
+    )
+
+    run(reporter.flush())
+    assert reporter.pending == 2 and not reported_results()
+
+    reporter.endpoint = endpoint
+    run(flush_and_close(reporter))
+    assert [event.detail["event_id"] for event in reported_results()] == ids
+
+
+def test_with_wrong_credentials_the_results_stay_buffered(live_console, oauth, alice, calendar):
+    token = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    reporter = reporter_for(live_console, calendar, secret="not-the-secret")
+    report(reporter, token)
+
+    run(flush_and_close(reporter))
+
+    assert reporter.pending == 1
+    assert not reported_results()
+
+
+def test_a_result_the_console_refuses_is_dropped_and_the_others_recorded(
+    live_console, oauth, alice, calendar, mail
+):
+    calendar_token = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    mail_token = oauth.tokens(mail.resource, "send:write")["access_token"]
+    reporter = reporter_for(live_console, calendar)
+    good = report(reporter, calendar_token)
+    report(reporter, mail_token, "send:write")  # not a token of this server
+
+    run(flush_and_close(reporter))
+
+    assert reporter.pending == 0
+    assert [event.detail["event_id"] for event in reported_results()] == [good]
+
+
+def test_the_arguments_digest_is_over_canonical_json():
+    assert arguments_digest({"b": 1, "a": "é"}) == hashlib.sha256('{"a":"é","b":1}'.encode()).hexdigest()
+    assert arguments_digest({"a": "é", "b": 1}) == arguments_digest({"b": 1, "a": "é"})
+
+
+def test_the_guard_sends_the_buffered_results_when_the_server_shuts_down(
+    live_console, oauth, alice, calendar
+):
+    token = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    app = calendar_app(live_console, calendar)
+    event_id = report(app.reporter, token)  # outside any event loop: buffered, not sent
+
+    async def serve_then_shut_down() -> list[str]:
+        incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[str] = []
+
+        async def receive() -> dict:
+            return incoming.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+        return sent
+
+    assert run(serve_then_shut_down()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert app.reporter.pending == 0
+    assert [event.detail["event_id"] for event in reported_results()] == [event_id]

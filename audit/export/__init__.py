@@ -1,0 +1,289 @@
+"""Export of the audit trail for compliance: CSV and JSON Lines, streamed, with a manifest.
+
+Every door (``manage.py export_audit``, the API, the console's export jobs) goes through
+``export_events`` or ``stream_export`` with filters checked by ``parse_filters``, so the same
+filter gives the same rows everywhere. Rows come in id order through a server-side cursor:
+memory stays flat whatever the size of the trail.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from django import forms
+from django.conf import settings
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from audit.chain import latest_checkpoint
+from audit.events import record
+from audit.models import AuditEvent
+
+FORMATS = ("csv", "jsonl")
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
+
+# The exported columns, in file order.
+COLUMNS = [
+    "id",
+    "occurred",
+    "event_type",
+    "outcome",
+    "reason",
+    "actor_id",
+    "actor_username",
+    "human_id",
+    "human_username",
+    "agent_client_id",
+    "agent_name",
+    "actors",
+    "server_name",
+    "server_resource",
+    "tool",
+    "action",
+    "delegation_id",
+    "token_id",
+    "token_checksum",
+    "client_ip",
+    "user_agent",
+    "correlation_id",
+    "detail",
+    "chain_seq",
+    "chain_hash",
+]
+# Filter key -> the event column it matches exactly.
+EXACT_FILTERS = {
+    "human": "human_username",
+    "agent": "agent_client_id",
+    "server": "server_name",
+    "tool": "tool",
+    "outcome": "outcome",
+    "event_type": "event_type",
+}
+FILTER_KEYS = ("since", "until", *EXACT_FILTERS)
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportError(ValueError):
+    """Filters or format that cannot be exported; the message says which and why."""
+
+
+class EventFilterForm(forms.Form):
+    """The filters every door accepts. ``since`` is inclusive, ``until`` exclusive (ISO 8601)."""
+
+    since = forms.DateTimeField(required=False, help_text="From this time (inclusive), ISO 8601.")
+    until = forms.DateTimeField(required=False, help_text="Up to this time (exclusive), ISO 8601.")
+    human = forms.CharField(required=False, max_length=150, help_text="The human's username.")
+    agent = forms.CharField(required=False, max_length=255, help_text="The agent's client_id.")
+    server = forms.CharField(required=False, max_length=100, help_text="The MCP server's name.")
+    tool = forms.CharField(required=False, max_length=100)
+    outcome = forms.ChoiceField(required=False, choices=[("", "any"), *AuditEvent.Outcome.choices])
+    event_type = forms.CharField(required=False, max_length=64)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            raise forms.ValidationError("'since' must be before 'until'.")
+        return cleaned
+
+
+def _error_text(form: forms.Form) -> str:
+    return "; ".join(
+        f"{field}: {' '.join(messages)}" if field != "__all__" else " ".join(messages)
+        for field, messages in form.errors.items()
+    )
+
+
+def parse_filters(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check raw filters (strings or values); returns only the given ones, typed. Raises ExportError."""
+    unknown = sorted(set(raw) - set(FILTER_KEYS))
+    if unknown:
+        raise ExportError(f"Unknown filter(s): {', '.join(unknown)}. Known: {', '.join(FILTER_KEYS)}.")
+    data = {key: value.isoformat() if isinstance(value, datetime) else value for key, value in raw.items()}
+    form = EventFilterForm(data)
+    if not form.is_valid():
+        raise ExportError(_error_text(form))
+    return {key: value for key, value in form.cleaned_data.items() if value not in (None, "")}
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    return fmt
+
+
+def events_matching(filters: Mapping[str, Any]) -> QuerySet[AuditEvent]:
+    """The events that parsed ``filters`` select, in id (insertion) order."""
+    events = AuditEvent.objects.all()
+    if filters.get("since"):
+        events = events.filter(occurred__gte=filters["since"])
+    if filters.get("until"):
+        events = events.filter(occurred__lt=filters["until"])
+    for key, column in EXACT_FILTERS.items():
+        if filters.get(key):
+            events = events.filter(**{column: filters[key]})
+    return events.order_by("id")
+
+
+def filters_as_json(filters: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value for key, value in filters.items()
+    }
+
+
+def _chunk_size() -> int:
+    return getattr(settings, "AUDIT_EXPORT", {}).get("CHUNK_SIZE", 2000)
+
+
+class ExportRun:
+    """One export: its filters, its format and the last event id it may include.
+
+    The upper id bound is fixed when the run is made, so rows appended while it streams (the trail
+    grows all the time) do not change what it exports, and ``count()`` matches what it writes.
+    """
+
+    def __init__(self, filters: Mapping[str, Any], fmt: str):
+        self.fmt = check_format(fmt)
+        self.filters = dict(filters)
+        self.through_event_id = AuditEvent.objects.aggregate(last=Max("id"))["last"] or 0
+        self.events = events_matching(self.filters).filter(id__lte=self.through_event_id)
+
+    def count(self) -> int:
+        return self.events.count()
+
+    def chunks(self) -> Iterator[tuple[bytes, int]]:
+        """(bytes, rows in them), a batch at a time; the first chunk of a CSV is the BOM and header."""
+        encode = _csv_batch if self.fmt == "csv" else _jsonl_batch
+        if self.fmt == "csv":
+            yield "\ufeff".encode() + _csv_batch([COLUMNS], guard=False), 0
+        batch: list[list[Any]] = []
+        size = _chunk_size()
+        for row in self.events.values_list(*COLUMNS).iterator(chunk_size=size):
+            batch.append(row)
+            if len(batch) == size:
+                yield encode(batch), len(batch)
+                batch = []
+        if batch:
+            yield encode(batch), len(batch)
+
+    def manifest(self, rows: int, sha256: str) -> dict[str, Any]:
+        return {
+            "format": self.fmt,
+            "rows": rows,
+            "sha256": sha256,
+            "filters": filters_as_json(self.filters),
+            "generated": timezone.now().isoformat(),
+            "through_event_id": self.through_event_id,
+            "columns": COLUMNS,
+            "checkpoint": _checkpoint_covered(self.events),
+        }
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return value
+
+
+def _guarded(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def _csv_batch(rows: list, guard: bool = True) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL)
+    for row in rows:
+        cells = [_cell(value) for value in row]
+        writer.writerow([_guarded(cell) for cell in cells] if guard else cells)
+    return buffer.getvalue().encode()
+
+
+def _jsonl_batch(rows: list) -> bytes:
+    lines = []
+    for row in rows:
+        record = {
+            column: value.isoformat() if isinstance(value, datetime) else value
+            for column, value in zip(COLUMNS, row, strict=True)
+        }
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+    return "".join(lines).encode()
+
+
+def _checkpoint_covered(events: QuerySet[AuditEvent]) -> dict[str, Any] | None:
+    """The latest signed chain checkpoint, and whether every exported row is chained under it.
+
+    Chain order is sealing order (``chain_seq``), so coverage is by position, not by id.
+    """
+    checkpoint = latest_checkpoint()
+    if checkpoint is None:
+        return None
+    uncovered = events.filter(Q(chain_seq__isnull=True) | Q(chain_seq__gt=checkpoint.chain_seq))
+    return {
+        "chain_seq": checkpoint.chain_seq,
+        "last_event_id": checkpoint.last_event_id,
+        "chain_hash": checkpoint.chain_hash,
+        "signature": checkpoint.signature,
+        "created": checkpoint.created.isoformat(),
+        "covers_all_rows": not uncovered.exists(),
+    }
+
+
+def export_events(
+    filters: Mapping[str, Any],
+    fmt: str,
+    out: BinaryIO,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    run: ExportRun | None = None,
+) -> dict[str, Any]:
+    """Write the events matching ``filters`` to ``out`` as ``fmt``; returns the manifest.
+
+    ``filters`` are raw (strings) or parsed; ``on_progress(rows_written)`` is called per batch.
+    """
+    run = run or ExportRun(parse_filters(filters), fmt)
+    digest, rows = hashlib.sha256(), 0
+    for data, count in run.chunks():
+        out.write(data)
+        digest.update(data)
+        rows += count
+        if count and on_progress:
+            on_progress(rows)
+    return run.manifest(rows, digest.hexdigest())
+
+
+def record_export(run: ExportRun, *, door: str, rows: int, by=None, request=None, **detail: Any) -> None:
+    """An export is itself an audit event: who took which part of the trail, and where."""
+    record(
+        "audit.exported",
+        outcome="allow",
+        actor=by,
+        request=request,
+        detail={
+            "door": door,
+            "format": run.fmt,
+            "filters": filters_as_json(run.filters),
+            "rows": rows,
+            **detail,
+        },
+    )
+
+
+def stream_export(run: ExportRun) -> Iterator[bytes]:
+    """The export's bytes, for a streaming HTTP response."""
+    for data, _count in run.chunks():
+        yield data
+
+
+def file_name(fmt: str, generated: datetime | None = None) -> str:
+    return f"audit-events-{(generated or timezone.now()):%Y%m%dT%H%M%SZ}.{fmt}"

@@ -1,0 +1,106 @@
+"""Retention: delete events older than AUDIT_RETENTION_DAYS, in batches, except under a legal hold.
+
+Only events covered by a signed checkpoint are deleted: the horizon is the latest checkpoint
+created before the cut-off (every event it covers is older still). What stays below the horizon
+(held events) is counted and digested in an ``audit.retention`` event, itself chained, so
+``audit.chain.verify_chain`` can start from the horizon's checkpoint and still check them.
+"""
+
+from __future__ import annotations
+
+import operator
+from datetime import datetime, timedelta
+from functools import reduce
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.chain import RETENTION_EVENT, kept_digest, kept_events, retention_horizon
+from audit.events import record
+from audit.models import AuditCheckpoint, AuditEvent, LegalHold
+
+_RETENTION_LOCK = 0x6175646974_0DE1
+
+
+def held() -> Q | None:
+    """Events under an active legal hold; None when no hold is active."""
+    conditions = []
+    for hold in LegalHold.objects.filter(released__isnull=True):
+        condition = Q(pk__isnull=False)  # a hold with no criteria holds everything
+        if hold.human_id is not None:
+            condition &= Q(human_id=hold.human_id)
+        if hold.agent_client_id:
+            condition &= Q(agent_client_id=hold.agent_client_id)
+        if hold.server_name:
+            condition &= Q(server_name=hold.server_name)
+        if hold.since:
+            condition &= Q(occurred__gte=hold.since)
+        if hold.until:
+            condition &= Q(occurred__lte=hold.until)
+        conditions.append(condition)
+    return reduce(operator.or_, conditions) if conditions else None
+
+
+def apply_retention(now: datetime | None = None, days: int | None = None, batch_size: int = 5000) -> int:
+    """Delete the expired, checkpointed, unheld events; return how many were deleted."""
+    days = settings.AUDIT_RETENTION_DAYS if days is None else days
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    horizon = AuditCheckpoint.objects.filter(created__lt=cutoff).order_by("-chain_seq").first()
+    if horizon is None or not _take_lock():
+        return 0
+    try:
+        expired = AuditEvent.objects.filter(chain_seq__lte=horizon.chain_seq, occurred__lt=cutoff)
+        holds = held()
+        if holds is not None:
+            expired = expired.exclude(holds)
+        deleted = 0
+        while batch := _delete_batch(expired, batch_size):
+            deleted += batch
+        previous, _ = retention_horizon()
+        # Also when nothing was deleted now: an earlier run may have stopped before recording.
+        if deleted or horizon.chain_seq > previous:
+            # A longer retention period never moves the horizon back over what is already gone.
+            through = max(horizon.chain_seq, previous)
+            kept, digest = kept_digest(kept_events(through))
+            record(
+                RETENTION_EVENT,
+                outcome="allow",
+                detail={
+                    "through_seq": through,
+                    "cutoff": cutoff.isoformat(),
+                    "deleted": deleted,
+                    "kept": kept,
+                    "kept_digest": digest,
+                },
+            )
+        return deleted
+    finally:
+        _release_lock()
+
+
+def _delete_batch(expired, batch_size: int) -> int:
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # The append-only trigger lets DELETE through only inside this transaction.
+                cursor.execute("SET LOCAL audit.retention = 'on'")
+        ids = list(expired.order_by("chain_seq").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return 0
+        return AuditEvent.objects.filter(id__in=ids).delete()[0]
+
+
+def _take_lock() -> bool:
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_RETENTION_LOCK])
+        return cursor.fetchone()[0]
+
+
+def _release_lock() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_RETENTION_LOCK])
