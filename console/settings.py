@@ -7,6 +7,7 @@ self-contained development setup: SQLite file, local-memory cache, Celery tasks 
 a signing key generated into ``var/``.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "oauth2_provider",
     "auditlog",
     "console",
@@ -73,6 +75,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Client address, user agent and correlation id for every audit event of the request.
+    "audit.middleware.RequestMetadataMiddleware",
     # Serves the admin's static files under gunicorn, with no proxy configuration.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,6 +125,25 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 # Tasks run inline without Redis (make run) and in the tests, unless a test starts a real worker.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BEAT_SCHEDULE = {
+    # Delegations past their policy's longest lifetime end, with their tokens; pending ones no
+    # approver decided within DELEGATION_APPROVAL_TIMEOUT_HOURS expire.
+    "expire-delegations": {"task": "policies.tasks.expire_delegations_task", "schedule": 300.0},
+}
+
+# Who is emailed about delegations waiting for approval (comma-separated); empty: the emails of
+# the users in the Approvers role.
+APPROVER_EMAILS = env_list("APPROVER_EMAILS")
+# Hours a delegation waits for an approver; then expire_delegations ends it as expired.
+DELEGATION_APPROVAL_TIMEOUT_HOURS = float(os.environ.get("DELEGATION_APPROVAL_TIMEOUT_HOURS", 72))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "mcp-console@localhost")
+if DEBUG and "EMAIL_HOST" not in os.environ:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # make run: print emails
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
@@ -233,6 +256,8 @@ CIMD_ALLOW_PRIVATE_ADDRESSES = env_bool("CIMD_ALLOW_PRIVATE_ADDRESSES", False)
 # W008 is the warning for the loopback http redirects explained above.
 SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]
 
+# The API takes the console session only: DRF's authtoken stores tokens in clear text, and with the
+# session django-auditlog's middleware knows the acting user of every API change.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": [
@@ -244,9 +269,28 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "MCP Policy Console API",
-    "DESCRIPTION": "Manage MCP servers, tools, agents, policies, delegations and the audit log.",
+    "DESCRIPTION": (
+        "Manage MCP servers, tools, agents, policies, delegations and the audit log. Sign in to the "
+        "console first: the API takes the console session (and its CSRF token for writes), and "
+        "each role sees and does through it exactly what it may in the console."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs are for console users, like the API they describe.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    # Swagger UI's files come from this console (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Read-only fields (ids, client_id, status) stay out of request bodies.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    # Several models have a "status" or a risk; each choice set gets one name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "AgentStatusEnum": "policies.models.Agent.Status",
+        "DelegationStatusEnum": "policies.models.Delegation.Status",
+        "ExportStatusEnum": "audit.models.AuditExport.Status",
+        "RiskEnum": "policies.models.Tool.Risk",
+    },
 }
 
 LOGGING = {
@@ -255,3 +299,109 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# --- The console's look (django-unfold) ----------------------------------------------------------
+from django.urls import reverse_lazy  # noqa: E402  (lazy: safe while settings load)
+
+
+def _may(permission: str):
+    """A sidebar entry shows only to those holding the permission its page requires."""
+    return lambda request: request.user.has_perm(permission)
+
+
+def _entry(title: str, icon: str, app_model: str) -> dict:
+    app_label, model = app_model.split(".")
+    return {
+        "title": title,
+        "icon": icon,
+        "link": reverse_lazy(f"admin:{app_label}_{model}_changelist"),
+        "permission": _may(f"{app_label}.view_{model}"),
+    }
+
+
+UNFOLD = {
+    "SITE_TITLE": "MCP Policy Console",
+    "SITE_HEADER": "MCP Policy Console",
+    "SITE_SYMBOL": "policy",
+    "SITE_URL": "/my-agents/",
+    "SHOW_VIEW_ON_SITE": False,
+    "DASHBOARD_CALLBACK": "console.dashboard.dashboard_callback",
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": False,
+        "navigation": [
+            {
+                "title": "Overview",
+                "items": [{"title": "Dashboard", "icon": "dashboard", "link": reverse_lazy("admin:index")}],
+            },
+            {
+                "title": "MCP servers & tools",
+                "items": [
+                    _entry("MCP servers", "dns", "policies.mcpserver"),
+                    _entry("Tools", "build", "policies.tool"),
+                ],
+            },
+            {"title": "Agents", "items": [_entry("Agents", "smart_toy", "policies.agent")]},
+            {
+                "title": "Delegations & approvals",
+                "items": [_entry("Delegations", "handshake", "policies.delegation")],
+            },
+            {
+                "title": "Policies",
+                "items": [
+                    _entry("Delegation policies", "policy", "policies.delegationpolicy"),
+                    _entry("Policy settings", "tune", "policies.policysetting"),
+                ],
+            },
+            {
+                "title": "Tokens",
+                "items": [
+                    _entry("Access tokens", "key", "policies.accesstoken"),
+                    _entry("Refresh tokens", "autorenew", "policies.refreshtoken"),
+                ],
+            },
+            {
+                "title": "Audit",
+                "items": [
+                    _entry("Audit events", "history", "audit.auditevent"),
+                    _entry("Exports", "download", "audit.auditexport"),
+                    _entry("Legal holds", "gavel", "audit.legalhold"),
+                    _entry("Chain checkpoints", "verified", "audit.auditcheckpoint"),
+                ],
+            },
+            {
+                "title": "People",
+                "items": [
+                    _entry("People", "person", "auth.user"),
+                    _entry("Groups", "group", "auth.group"),
+                ],
+            },
+        ],
+    },
+}
+
+# Audit exports (audit.export): rows per database round trip, and where job files go in
+# default_storage (MEDIA_ROOT, which nothing else uses, defaults to var/media).
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+AUDIT_EXPORT = {"CHUNK_SIZE": int(os.environ.get("AUDIT_EXPORT_CHUNK_SIZE", 2000)), "PREFIX": "exports/"}
+
+# --- Audit trail integrity (audit.chain, audit.retention, audit.partitions; docs/AUDIT.md) -------
+# Reverse proxies (CIDRs) whose X-Forwarded-For is believed when they are the peer.
+AUDIT_TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+try:
+    for _cidr in AUDIT_TRUSTED_PROXIES:
+        ipaddress.ip_network(_cidr, strict=False)
+except ValueError as error:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {error}") from error
+AUDIT_RETENTION_DAYS = int(os.environ.get("AUDIT_RETENTION_DAYS", 365))
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # Chain committed events and sign a checkpoint; writers never wait for it.
+        "seal-audit-events": {
+            "task": "audit.tasks.seal_audit_events",
+            "schedule": float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", 5)),
+        },
+        "apply-audit-retention": {"task": "audit.tasks.apply_audit_retention", "schedule": 3600.0},
+        "ensure-audit-partitions": {"task": "audit.tasks.ensure_audit_partitions", "schedule": 86400.0},
+    }
+)

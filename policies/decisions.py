@@ -8,13 +8,23 @@ this server, for this tool action?) all ask ``decide``; no door carries rules of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from policies.models import AccessToken, Agent, Delegation, McpServer, ToolAction, scopes_of
+from policies.models import (
+    RISK_ORDER,
+    AccessToken,
+    Agent,
+    Delegation,
+    DelegationPolicy,
+    McpServer,
+    ToolAction,
+    scopes_of,
+)
 
 
 class Reason:
@@ -32,6 +42,7 @@ class Reason:
     EXPIRED = "expired"
     WRONG_AUDIENCE = "wrong_audience"
     SCOPE_NOT_DELEGABLE = "scope_not_delegable"
+    ABOVE_CEILING = "scope_above_agent_ceiling"
     SCOPE_MISSING = "scope_missing"
     NO_USABLE_SCOPE = "no_usable_scope"
     UNKNOWN_TOOL = "unknown_tool"
@@ -52,20 +63,107 @@ class Decision:
     # The scopes this decision covers: those the human may grant (consent) or those the token
     # may use right now (token use). Always within what was asked.
     scopes: frozenset[str] = field(default_factory=frozenset)
+    # Consent only: the granted scopes that need an approver, the longest the delegation may live
+    # (seconds, None: no limit), and why each refused scope was refused.
+    needs_approval: frozenset[str] = field(default_factory=frozenset)
+    lifetime: int | None = None
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def deny(cls, reason: str) -> Decision:
         return cls(False, reason)
 
 
-def delegable_scopes(human: AbstractBaseUser, server: McpServer) -> set[str]:
-    """Scopes of ``server`` that the groups of ``human`` may delegate."""
-    pairs = (
-        ToolAction.objects.filter(tool__server=server, delegable_by__group__user=human)
-        .order_by()
-        .values_list("tool__name", "name")
+def applicable_policies(human: AbstractBaseUser, agent: Agent | None) -> QuerySet[DelegationPolicy]:
+    """Policies of the human's groups that cover ``agent`` (those naming no agent cover every one).
+
+    Without an agent: the policies that name no agent, i.e. what the human may delegate to any agent.
+    """
+    policies = DelegationPolicy.objects.filter(group__user=human)
+    if agent is None:
+        return policies.filter(agents__isnull=True)
+    return policies.filter(Q(agents=agent) | Q(agents__isnull=True))
+
+
+def _within_ceiling(actions: QuerySet[ToolAction], agent: Agent | None) -> QuerySet[ToolAction]:
+    if agent is not None and agent.has_scope_ceiling:
+        return actions.filter(ceiling_of=agent)
+    return actions
+
+
+def delegable_scopes(human: AbstractBaseUser, server: McpServer, agent: Agent | None = None) -> set[str]:
+    """Scopes of ``server`` that the groups of ``human`` may delegate to ``agent``, within its ceiling."""
+    actions = ToolAction.objects.filter(
+        tool__server=server, delegable_by__in=applicable_policies(human, agent).values("pk")
     )
+    pairs = _within_ceiling(actions, agent).order_by().values_list("tool__name", "name").distinct()
     return {f"{tool}:{action}" for tool, action in pairs}
+
+
+def _consent_terms(human: AbstractBaseUser, agent: Agent, server: McpServer, requested: set[str]) -> Decision:
+    """What the policies let ``human`` grant ``agent`` of ``requested``: the strictest policy wins."""
+    policies = {
+        p.pk: p
+        for p in applicable_policies(human, agent)
+        .distinct()
+        .only("pk", "approval_risk", "max_delegation_lifetime")
+    }
+    grants = (
+        DelegationPolicy.may_delegate.through.objects.filter(
+            delegationpolicy_id__in=policies, toolaction__tool__server=server
+        )
+        .order_by()
+        .values_list("delegationpolicy_id", "toolaction_id", "toolaction__tool__name", "toolaction__name")
+    )
+    explicit = set(
+        DelegationPolicy.approval_required.through.objects.filter(
+            delegationpolicy_id__in=policies, toolaction__tool__server=server
+        ).values_list("delegationpolicy_id", "toolaction_id")
+    )
+    risks = dict(ToolAction.objects.filter(tool__server=server).values_list("pk", "tool__risk"))
+    granted_by: dict[str, list[tuple[DelegationPolicy, int]]] = {}
+    for policy_id, action_id, tool, action in grants:
+        scope = f"{tool}:{action}"
+        if scope in requested:
+            granted_by.setdefault(scope, []).append((policies[policy_id], action_id))
+    ceiling = None
+    if agent.has_scope_ceiling:
+        pairs = agent.scope_ceiling.filter(tool__server=server).values_list("tool__name", "name")
+        ceiling = {f"{tool}:{action}" for tool, action in pairs}
+    refused = {}
+    for scope in sorted(requested):
+        if scope not in granted_by:
+            refused[scope] = Reason.SCOPE_NOT_DELEGABLE
+        elif ceiling is not None and scope not in ceiling:
+            refused[scope] = Reason.ABOVE_CEILING
+    grantable = frozenset(granted_by) - set(refused)
+    needs_approval = frozenset(
+        scope
+        for scope in grantable
+        if any(
+            (policy.pk, action_id) in explicit
+            or (policy.approval_risk and RISK_ORDER[risks[action_id]] >= RISK_ORDER[policy.approval_risk])
+            for policy, action_id in granted_by[scope]
+        )
+    )
+    lifetimes = [
+        policy.max_delegation_lifetime
+        for scope in grantable
+        for policy, _ in granted_by[scope]
+        if policy.max_delegation_lifetime is not None
+    ]
+    if not grantable:
+        reasons = set(refused.values())
+        reason = Reason.ABOVE_CEILING if reasons == {Reason.ABOVE_CEILING} else Reason.SCOPE_NOT_DELEGABLE
+        return Decision(False, reason, refused=refused)
+    return Decision(
+        True,
+        Reason.OK,
+        grantable,
+        needs_approval=needs_approval,
+        lifetime=min(lifetimes) if lifetimes else None,
+        refused=refused,
+    )
 
 
 def decide(
@@ -80,10 +178,14 @@ def decide(
 ) -> Decision:
     """Decide whether ``agent`` may act at ``server``.
 
-    - consent: ``human`` and the requested ``scopes``; allowed with the delegable subset.
+    - consent: ``human`` and the requested ``scopes``; allowed with the grantable subset, which
+      says which scopes need an approver and how long the delegation may live.
     - token issuance: the ``delegation`` the new token hangs off.
     - token use: the ``token`` (its delegation is checked too) and optionally the
       ``tool_call`` scope (``tool:action``) about to run.
+
+    Policies and the agent's ceiling are read afresh each time: narrowing either takes effect at
+    the next token request or introspection.
     """
     if agent.status == Agent.Status.PENDING:
         return Decision.deny(Reason.AGENT_PENDING)
@@ -115,8 +217,8 @@ def decide(
 
     if delegation is not None:
         # Neither a token nor a new one exceeds its delegation, nor what the policy lets the
-        # human delegate today: narrowing either takes effect at the next introspection.
-        usable = delegation.scopes & delegable_scopes(human, server)
+        # human delegate to this agent today.
+        usable = delegation.scopes & delegable_scopes(human, server, agent)
         if token is not None:
             usable &= scopes_of(token.scope)
         if not usable:
@@ -129,8 +231,4 @@ def decide(
 
     if human is None or scopes is None:
         raise ValueError("decide() needs a token, a delegation, or a human with requested scopes")
-    requested = set(scopes)
-    grantable = frozenset(requested & delegable_scopes(human, server))
-    if not grantable:
-        return Decision(False, Reason.SCOPE_NOT_DELEGABLE)
-    return Decision(True, Reason.OK, grantable)
+    return _consent_terms(human, agent, server, set(scopes))

@@ -63,6 +63,9 @@ class McpServer(models.Model):
     )
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
+    tools_imported = models.DateTimeField(
+        null=True, blank=True, help_text="When the tools were last imported from the live server."
+    )
 
     class Meta:
         verbose_name = "MCP server"
@@ -70,6 +73,29 @@ class McpServer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """The rules every door shares (admin form, API, register_server): a canonical resource
+        URI (RFC 8707: no fragment; https, or http on loopback) and default scopes of its tools."""
+        super().clean()
+        errors = {}
+        parts = urlsplit(self.resource)
+        if "#" in self.resource:
+            errors["resource"] = "A resource URI must not contain a fragment (RFC 8707)."
+        elif parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+            errors["resource"] = "Use https; plain http is allowed for loopback hosts only."
+        # A new server has no tools yet: its default scopes come after its tools.
+        known = (
+            {action.scope for action in ToolAction.objects.filter(tool__server=self)} if self.pk else set()
+        )
+        unknown = [scope for scope in self.default_scopes.split() if scope not in known]
+        if unknown:
+            errors["default_scopes"] = (
+                f"Unknown scope(s) for this server: {', '.join(unknown)}. "
+                "A scope is tool:action of one of this server's tools (import or add the tools first)."
+            )
+        if errors:
+            raise ValidationError(errors)
 
     def set_new_credentials(self) -> str:
         """Give the server a fresh client id and secret; return the secret (shown once)."""
@@ -92,6 +118,11 @@ class Tool(models.Model):
     name = models.CharField(max_length=100, validators=[validate_tool_name])
     description = models.TextField(blank=True, help_text="Shown to the human on the consent page.")
     risk = models.CharField(max_length=10, choices=Risk.choices, default=Risk.LOW)
+    input_schema = models.JSONField(default=dict, blank=True, help_text="The tool's JSON Schema, as listed.")
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="Last import that listed this tool.")
+    available = models.BooleanField(
+        default=True, help_text="Listed by the server at the last import (false: gone from the server)."
+    )
 
     class Meta:
         ordering = ["server", "name"]
@@ -99,6 +130,12 @@ class Tool(models.Model):
 
     def __str__(self) -> str:
         return f"{self.server.name}/{self.name}"
+
+    def risk_at_least(self, level: str) -> bool:
+        return RISK_ORDER[self.risk] >= RISK_ORDER[level]
+
+
+RISK_ORDER = {Tool.Risk.LOW: 0, Tool.Risk.MEDIUM: 1, Tool.Risk.HIGH: 2}
 
 
 class ToolAction(models.Model):
@@ -128,6 +165,26 @@ class Agent(AbstractApplication):
         SUSPENDED = "suspended"
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    # The owner is DOT's own ``user`` field; the team is a free label for filtering and search.
+    team = models.CharField(max_length=100, blank=True)
+    # An explicit switch rather than "empty means no ceiling": removing the last scope from a
+    # ceiling must not silently lift it.
+    has_scope_ceiling = models.BooleanField(
+        default=False,
+        help_text="When on, the agent may only ever get scopes in its scope ceiling (none if it is empty).",
+    )
+    scope_ceiling = models.ManyToManyField(
+        ToolAction,
+        blank=True,
+        related_name="ceiling_of",
+        help_text="The most this agent may ever get, whatever humans and policies allow.",
+    )
+    access_token_lifetime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds; empty: the console default."
+    )
+    refresh_token_lifetime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds; empty: the console default."
+    )
 
     class Meta(AbstractApplication.Meta):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
@@ -181,16 +238,23 @@ class Delegation(models.Model):
     server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="delegations")
     scope = models.TextField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # Who approved or denied it (null: approved at consent, needing no approver).
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    decided = models.DateTimeField(null=True, blank=True, help_text="When it was approved or denied.")
+    decision_comment = models.TextField(blank=True, help_text="The approver's comment, shown to the human.")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    last_used = models.DateTimeField(
+        null=True, blank=True, help_text="Last introspection of one of its tokens."
+    )
 
     class Meta:
         ordering = ["-created"]
+        permissions = [("approve_delegation", "Can approve or deny delegations")]
         indexes = [models.Index(fields=["human", "agent", "server", "status"])]
         constraints = [
             # One live delegation per human, agent and server: consenting again updates it.
@@ -249,16 +313,42 @@ class IDToken(AbstractIDToken):
 
 
 class DelegationPolicy(models.Model):
-    """The members of a Django group may delegate these tool actions to agents."""
+    """The members of a Django group may delegate these tool actions to these agents (or any agent).
 
-    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="delegation_policy")
+    A group may have several policies, e.g. a general one and a wider one for a trusted agent. A
+    scope is delegable when any policy that applies (the human is in its group, the agent is one of
+    its agents or it names none) lists it; the strictest of those policies sets whether it needs
+    an approver and how long the delegation may live.
+    """
+
+    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, related_name="delegation_policies")
+    name = models.CharField(
+        max_length=100, blank=True, help_text="Tells policies of one group apart; empty: the main one."
+    )
+    agents = models.ManyToManyField(
+        Agent, blank=True, related_name="delegation_policies", help_text="Empty: every agent."
+    )
     may_delegate = models.ManyToManyField(ToolAction, blank=True, related_name="delegable_by")
+    approval_risk = models.CharField(
+        max_length=10,
+        choices=Tool.Risk.choices,
+        blank=True,
+        help_text="Scopes of tools at or above this risk need an approver; empty: none by risk.",
+    )
+    approval_required = models.ManyToManyField(
+        ToolAction, blank=True, related_name="approval_required_by", help_text="Scopes that need an approver."
+    )
+    max_delegation_lifetime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds a delegation may live from its approval; empty: no limit."
+    )
 
     class Meta:
         verbose_name_plural = "delegation policies"
+        ordering = ["group__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["group", "name"], name="unique_policy_name_per_group")]
 
     def __str__(self) -> str:
-        return f"policy of {self.group.name}"
+        return f"policy of {self.group.name}" + (f": {self.name}" if self.name else "")
 
 
 class PolicySetting(models.Model):
@@ -272,6 +362,13 @@ class PolicySetting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.key not in self.KEYS:
+            raise ValidationError({"key": f"Unknown setting; known: {', '.join(self.KEYS)}."})
+        if self.value not in self.KEYS[self.key]:
+            raise ValidationError({"value": f"Use one of: {', '.join(self.KEYS[self.key])}."})
 
     @classmethod
     def agent_registration(cls) -> str:

@@ -1,40 +1,92 @@
 """
 Operations on delegations, servers and agents. Every door (consent, token endpoint, console,
-commands) changes this state through these functions, so each change is audited once.
+API, commands) changes this state through these functions, so each change is audited once.
+
+Approval lives in ``policies.approval`` and revocation in ``policies.revocation``; the names of
+the team contract are importable from here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q
+from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.events import record
-from policies.models import AccessToken, Agent, Delegation, McpServer, RefreshToken
+from policies.approval import (  # noqa: F401  (contract names)
+    DelegationStateError,
+    approve_delegation,
+    deny_delegation,
+    expire_delegations,
+    expiry_for,
+)
+from policies.decisions import decide
+from policies.models import Agent, Delegation, McpServer
+from policies.revocation import (  # noqa: F401  (contract names)
+    end_delegations,
+    revoke_agent_tokens,
+    revoke_delegation,
+    revoke_delegations,
+    revoke_human_delegations,
+    revoke_server_delegations,
+    revoke_token,
+)
+
+
+class DelegationRefused(ValueError):
+    """The policy does not let this human delegate any of these scopes to this agent."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The policy refuses this delegation ({reason}).")
+        self.reason = reason
 
 
 @transaction.atomic
-def delegate(human: AbstractBaseUser, agent: Agent, server: McpServer, scopes: Iterable[str]) -> Delegation:
-    """Record the human's consent: the live delegation of (human, agent, server) now has ``scopes``.
+def delegate(
+    human: AbstractBaseUser,
+    agent: Agent,
+    server: McpServer,
+    scopes: Iterable[str],
+    *,
+    request: HttpRequest | None = None,
+) -> Delegation:
+    """Record the human's consent to the scopes the policy lets them grant of ``scopes``.
 
-    One live delegation per human, agent and server: consenting again replaces its scopes, and
-    tokens minted earlier are cut down to them at introspection.
+    Approved at once, replacing the scopes of the live delegation of (human, agent, server), or
+    pending when a scope needs an approver: the approved one then keeps working until an approver
+    decides. Either way the human's latest consent is what counts: it supersedes a request of
+    theirs still waiting for an approver (revoked, reason "superseded"), so requests never stack.
     """
-    scope = " ".join(sorted(set(scopes)))
-    # The partial unique constraint settles a race between two consents: the loser updates.
-    delegation, created = Delegation.objects.select_for_update().get_or_create(
-        human=human,
-        agent=agent,
-        server=server,
-        status=Delegation.Status.APPROVED,
-        defaults={"scope": scope},
-    )
-    if not created:
+    decision = decide(agent=agent, server=server, human=human, scopes=scopes)
+    if not decision.allowed:
+        raise DelegationRefused(decision.reason)
+    scope = " ".join(sorted(decision.scopes))
+    # One consent of a human at a time, so that two at once cannot both leave a pending request.
+    list(get_user_model().objects.select_for_update().filter(pk=human.pk).values_list("pk", flat=True))
+    triple = {"human": human, "agent": agent, "server": server}
+    waiting = Delegation.objects.filter(status=Delegation.Status.PENDING, **triple)
+    superseded = list(waiting.select_for_update().values_list("pk", flat=True))
+    if decision.needs_approval:
+        delegation = Delegation.objects.create(status=Delegation.Status.PENDING, scope=scope, **triple)
+    else:
+        # The partial unique constraint settles a race with another door: the loser updates.
+        delegation, created = Delegation.objects.select_for_update().get_or_create(
+            status=Delegation.Status.APPROVED, defaults={"scope": scope}, **triple
+        )
         delegation.scope = scope
-        delegation.save(update_fields=["scope", "updated"])
+        delegation.expires = expiry_for(decision.lifetime)
+        if not created:
+            delegation.save(update_fields=["scope", "expires", "updated"])
+        elif delegation.expires is not None:
+            delegation.save(update_fields=["expires"])
+    status = delegation.status
     record(
         "consent.granted",
         outcome="allow",
@@ -42,43 +94,111 @@ def delegate(human: AbstractBaseUser, agent: Agent, server: McpServer, scopes: I
         agent=agent,
         server=server,
         delegation=delegation,
-        detail={"scope": scope},
+        request=request,
+        detail={"scope": scope, "status": status, "needs_approval": sorted(decision.needs_approval)},
     )
+    if superseded:
+        end_delegations(
+            Delegation.objects.filter(pk__in=superseded),
+            by=human,
+            why="superseded",
+            comment=f"Replaced by a newer request (#{delegation.pk}) for the same agent and server.",
+        )
+    if decision.needs_approval:
+        from policies.tasks import notify_approvers
+
+        # robust: a mail server that is down must not fail the consent that was just committed.
+        transaction.on_commit(lambda: notify_approvers.delay(delegation.pk), robust=True)
     return delegation
 
 
-@transaction.atomic
-def revoke_delegations(delegations: QuerySet[Delegation], *, by: AbstractBaseUser | None, why: str) -> int:
-    """Revoke the live delegations in ``delegations`` and every token hanging off them.
+# How often at most ``last_used`` is written: introspection is the hot path.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-    Access tokens are deleted (as DOT's own revocation does) and refresh tokens marked revoked,
-    so the very next introspection or refresh fails; nothing outside these delegations changes.
-    """
+
+def note_delegation_used(delegation: Delegation) -> None:
+    """Remember that a token of ``delegation`` was just used (for "My agents")."""
     now = timezone.now()
-    targets = list(
-        delegations.select_for_update()
-        .filter(status__in=[Delegation.Status.APPROVED, Delegation.Status.PENDING])
-        .select_related("human", "agent", "server")
-    )
-    ids = [d.pk for d in targets]
-    RefreshToken.objects.filter(delegation_id__in=ids, revoked__isnull=True).update(
-        revoked=now, updated=now, access_token=None
-    )
-    AccessToken.objects.filter(delegation_id__in=ids).delete()
-    Delegation.objects.filter(pk__in=ids).update(status=Delegation.Status.REVOKED, revoked=now, updated=now)
-    for delegation in targets:
-        record(
-            "delegation.revoked",
-            outcome="allow",
-            reason=why,
-            actor=by,
-            human=delegation.human,
-            agent=delegation.agent,
-            server=delegation.server,
-            delegation=delegation,
+    Delegation.objects.filter(
+        Q(last_used__isnull=True) | Q(last_used__lt=now - LAST_USED_RESOLUTION), pk=delegation.pk
+    ).update(last_used=now)
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """One line of "My agents": an agent acting (or waiting to act) for a human on one server."""
+
+    delegation: Delegation
+    agent: Agent
+    server: McpServer
+    scopes: list[str]
+    since: datetime
+    last_used: datetime | None
+    status: str
+
+
+def agents_of(human: AbstractBaseUser) -> list[AgentRow]:
+    """The human's approved and pending delegations, newest first."""
+    delegations = (
+        Delegation.objects.filter(
+            human=human, status__in=[Delegation.Status.APPROVED, Delegation.Status.PENDING]
         )
-    return len(targets)
+        .select_related("agent", "server")
+        .order_by("-created")
+    )
+    return [
+        AgentRow(d, d.agent, d.server, sorted(d.scopes), d.created, d.last_used, d.status)
+        for d in delegations
+    ]
 
 
-def revoke_delegation(delegation: Delegation, *, by: AbstractBaseUser | None) -> int:
-    return revoke_delegations(Delegation.objects.filter(pk=delegation.pk), by=by, why="delegation")
+class AgentStatusError(ValueError):
+    """A status change an agent cannot make (e.g. suspending a pending agent)."""
+
+
+# (from, to) -> the audit event of that change.
+AGENT_TRANSITIONS = {
+    (Agent.Status.PENDING, Agent.Status.ACTIVE): "agent.approved",
+    (Agent.Status.ACTIVE, Agent.Status.SUSPENDED): "agent.suspended",
+    (Agent.Status.PENDING, Agent.Status.SUSPENDED): "agent.suspended",
+    (Agent.Status.SUSPENDED, Agent.Status.ACTIVE): "agent.reactivated",
+}
+
+
+@transaction.atomic
+def set_agent_status(agent: Agent, status: str, *, by: AbstractBaseUser | None) -> Agent:
+    """Approve a pending agent, suspend one, or reactivate a suspended one.
+
+    A suspended agent's tokens stay stored but every introspection answers inactive, so
+    reactivating it restores its integrations; revoke them to end them for good.
+    """
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.status == status:
+        return agent
+    event = AGENT_TRANSITIONS.get((agent.status, status))
+    if event is None:
+        raise AgentStatusError(f"An agent that is {agent.status} cannot become {status}.")
+    previous, agent.status = agent.status, status
+    agent.save(update_fields=["status", "updated"])
+    record(event, outcome="allow", actor=by, agent=agent, detail={"from": previous, "to": status})
+    return agent
+
+
+@transaction.atomic
+def register_server(*, by: AbstractBaseUser | None, **fields) -> tuple[McpServer, str]:
+    """Register an MCP server with fresh introspection credentials; returns it and its secret (shown once)."""
+    server = McpServer(**fields)
+    secret = server.set_new_credentials()
+    server.full_clean()
+    server.save()
+    record("server.registered", outcome="allow", actor=by, server=server)
+    return server, secret
+
+
+@transaction.atomic
+def rotate_server_credentials(server: McpServer, *, by: AbstractBaseUser | None) -> str:
+    """New introspection credentials for ``server``; the old ones stop working at once."""
+    secret = server.set_new_credentials()
+    server.save(update_fields=["client_id", "secret_hash"])
+    record("server.credentials_rotated", outcome="allow", actor=by, server=server)
+    return secret

@@ -1,5 +1,10 @@
-"""Pages for humans: \"My agents\"."""
+"""Pages for humans: "My agents"."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from policies import views
+
+urlpatterns = [
+    path("my-agents/", views.my_agents, name="my-agents"),
+    path("my-agents/<int:delegation_id>/revoke/", views.revoke_my_agent, name="my-agents-revoke"),
+]

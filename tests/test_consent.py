@@ -59,7 +59,7 @@ def test_human_can_untick_a_requested_scope(oauth, calendar):
 
 def test_a_scope_the_policy_does_not_allow_is_shown_refused_and_never_granted(oauth, calendar, mail, alice):
     # alice may delegate calendar scopes only through "staff"; take create_event:write away.
-    policy = alice.groups.get(name="staff").delegation_policy
+    policy = alice.groups.get(name="staff").delegation_policies.get()
     policy.may_delegate.remove(*policy.may_delegate.filter(tool__name="create_event"))
     page = oauth.browser.get(
         "/oauth/authorize/", oauth.authorize_params(calendar.resource, "list_events:read create_event:write")

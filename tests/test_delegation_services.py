@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 
 from policies.models import Delegation
-from policies.services import delegate
+from policies.services import agents_of, delegate
+from tests.conftest import introspect
 
 
 @pytest.mark.django_db(transaction=True)
@@ -35,3 +36,17 @@ def test_concurrent_consents_leave_one_approved_delegation(alice, agent, calenda
     approved = Delegation.objects.filter(human=alice, agent=agent, server=calendar.server, status="approved")
     assert approved.count() == 1
     assert approved.get().scope in {"list_events:read", "create_event:write"}
+
+
+def test_agents_of_lists_a_humans_delegations_with_their_last_use(oauth, calendar, mail, alice):
+    token = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    oauth.tokens(mail.resource, "send:write")
+    introspect(calendar, token)
+
+    rows = {row.server.name: row for row in agents_of(alice)}
+
+    assert set(rows) == {"calendar", "mail"}
+    assert rows["calendar"].scopes == ["list_events:read"]
+    assert rows["calendar"].agent == oauth.agent
+    assert rows["calendar"].status == "approved"
+    assert rows["calendar"].last_used is not None and rows["mail"].last_used is None

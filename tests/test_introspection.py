@@ -66,7 +66,7 @@ def test_introspection_answers_are_not_cacheable(read_token, calendar):
 
 def test_policy_narrowing_takes_effect_at_the_next_introspection(oauth, calendar, alice):
     token = oauth.tokens(calendar.resource, "list_events:read create_event:write")["access_token"]
-    policy = alice.groups.get(name="staff").delegation_policy
+    policy = alice.groups.get(name="staff").delegation_policies.get()
     policy.may_delegate.remove(*policy.may_delegate.filter(tool__name="create_event"))
 
     answer = introspect(calendar, token, tool="create_event", action="write").json()

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
-from policies.decisions import delegable_scopes
-from policies.models import DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
+from policies.decisions import decide, delegable_scopes
+from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
 from policies.policy_file import export
 
 # Canonical form (sorted, defaults left out), so it is also exactly what export_policy writes.
@@ -29,6 +30,7 @@ servers:
     tools:
       - {name: create_event, actions: [write], risk: high, description: Add events}
       - {name: list_events, actions: [read], risk: low, description: See events}
+agents: []
 groups:
   - name: staff
     members: [carol]
@@ -70,10 +72,15 @@ def console_state() -> dict:
     return {
         "policy": export(),
         "credentials": sorted(McpServer.objects.values_list("name", "client_id", "secret_hash")),
+        "agents": sorted(
+            Agent.objects.values_list("client_id", "client_secret", "registration_source", "updated")
+        ),
         "counts": [
             model.objects.count()
             for model in (
                 McpServer,
+                Agent,
+                Agent.scope_ceiling.through,
                 Tool,
                 ToolAction,
                 Group,
@@ -307,9 +314,347 @@ def test_export_then_apply_changes_nothing(tmp_path, fmt, alice, calendar, mail)
     assert [group["name"] for group in exported["groups"]] == ["auditors", "mailers", "staff"]
 
 
+RULES = """\
+servers:
+  - name: calendar
+    resource: https://calendar.example.com/mcp
+    tools:
+      - {name: create_event, actions: [write], risk: high}
+      - {name: list_events, actions: [read], risk: low}
+groups:
+  - name: staff
+    members: [carol]
+    may_delegate: {calendar: ["list_events:read"]}
+    approval_risk: high
+    max_delegation_lifetime: 86400
+    agent_policies:
+      - name: trusted writer
+        agents: [research-agent]
+        may_delegate: {calendar: ["create_event:write", "list_events:read"]}
+        approval_required: {calendar: ["create_event:write"]}
+        max_delegation_lifetime: 3600
+"""
+
+
+def test_agent_policies_approval_rules_and_lifetimes_apply_and_export_round_trip(tmp_path, carol):
+    trusted = Agent.objects.create(client_id="research-agent", name="Research", client_type="public")
+    other = Agent.objects.create(client_id="other-agent", name="Other", client_type="public")
+    summary = apply_json(write(tmp_path, RULES))
+
+    assert summary["changes"]["policies"]["created"] == ["staff (trusted writer)"]
+    server = McpServer.objects.get(name="calendar")
+    both = ["list_events:read", "create_event:write"]
+    for_trusted = decide(agent=trusted, server=server, human=carol, scopes=both)
+    assert for_trusted.scopes == set(both)
+    assert (for_trusted.needs_approval, for_trusted.lifetime) == ({"create_event:write"}, 3600)
+    for_other = decide(agent=other, server=server, human=carol, scopes=both)
+    assert (for_other.scopes, for_other.lifetime) == ({"list_events:read"}, 86400)
+
+    agents = [
+        {
+            "client_id": client_id,
+            "name": name,
+            "client_type": "public",
+            "redirect_uris": [],
+            "status": "active",
+        }
+        for client_id, name in [("other-agent", "Other"), ("research-agent", "Research")]
+    ]
+    assert yaml.safe_load(export_policy()) == {**yaml.safe_load(RULES), "agents": agents, "settings": {}}
+    assert apply_json(write(tmp_path, export_policy(), "again.yaml"))["changed"] is False
+
+
+def test_a_group_policy_the_file_no_longer_lists_is_removed(tmp_path, carol):
+    Agent.objects.create(client_id="research-agent", name="Research", client_type="public")
+    apply_policy(write(tmp_path, RULES))
+
+    summary = apply_json(write(tmp_path, RULES.split("    agent_policies:")[0], "fewer.yaml"))
+
+    assert summary["changes"]["policies"]["removed"] == ["staff (trusted writer)"]
+    assert summary["changes"]["delegable_scopes"]["removed"] == [
+        "staff (trusted writer): calendar/create_event:write",
+        "staff (trusted writer): calendar/list_events:read",
+    ]
+    assert list(DelegationPolicy.objects.values_list("name", flat=True)) == [""]
+
+
 def test_export_to_an_unwritable_place_is_a_clear_error(tmp_path, calendar):
     with pytest.raises(CommandError, match="cannot write"):
         export_policy("--output", str(tmp_path / "missing-dir" / "policy.yaml"))
+
+
+# --- Agents -----------------------------------------------------------------------------------
+
+AGENTS = """\
+agents:
+  - client_id: research-agent
+    name: Research agent
+    client_type: public
+    redirect_uris: ["http://127.0.0.1:53682/callback"]
+    status: active
+    team: research
+    owner: carol
+    has_scope_ceiling: true
+    scope_ceiling: {calendar: ["list_events:read"]}
+    access_token_lifetime: 600
+    refresh_token_lifetime: 86400
+  - client_id: billing-bot
+    name: Billing bot
+    client_type: confidential
+    redirect_uris: ["https://billing.example.com/callback"]
+    status: suspended
+"""
+
+
+def test_apply_registers_the_agents_of_a_file_by_hand_with_every_field(tmp_path, alice, carol, calendar):
+    summary = apply_json(write(tmp_path, AGENTS))
+
+    assert summary["changes"]["agents"]["created"] == ["research-agent", "billing-bot"]
+    research = Agent.objects.get(client_id="research-agent")
+    assert (research.name, research.client_type, research.redirect_uris, research.status) == (
+        "Research agent",
+        "public",
+        "http://127.0.0.1:53682/callback",
+        "active",
+    )
+    assert (research.team, research.user, research.registration_source) == ("research", carol, "manual")
+    assert research.has_scope_ceiling
+    assert [action.scope for action in research.scope_ceiling.all()] == ["list_events:read"]
+    assert (research.access_token_lifetime, research.refresh_token_lifetime) == (600, 86400)
+    assert research.authorization_grant_type == Agent.GRANT_AUTHORIZATION_CODE
+    # The ceiling is in force: the policy lets alice delegate more, the agent never gets it.
+    both = ["list_events:read", "create_event:write"]
+    assert decide(agent=research, server=calendar.server, human=alice, scopes=both).scopes == {
+        "list_events:read"
+    }
+    billing = Agent.objects.get(client_id="billing-bot")
+    assert (billing.status, billing.registration_source, billing.user) == ("suspended", "manual", None)
+    registered = AuditEvent.objects.filter(event_type="agent.registered").order_by("id")
+    assert [event.agent_client_id for event in registered] == ["research-agent", "billing-bot"]
+
+
+def test_a_confidential_agent_created_by_a_file_gets_a_hashed_secret_shown_once(tmp_path, carol, calendar):
+    path = write(tmp_path, AGENTS)
+
+    summary = apply_json(path)
+
+    assert list(summary["agents"]) == ["billing-bot"]  # the public agent has no secret to show
+    secret = summary["agents"]["billing-bot"]["client_secret"]
+    stored = Agent.objects.get(client_id="billing-bot").client_secret
+    assert secret not in stored and check_password(secret, stored)
+    assert secret not in json.dumps(AuditEvent.objects.get(event_type="policy.applied").detail)
+    assert apply_json(path)["agents"] == {}
+    assert "client_secret" not in apply_policy(path)
+    assert secret not in export_policy()
+
+
+def test_apply_in_text_shows_the_secret_of_a_new_confidential_agent(tmp_path, carol, calendar):
+    output = apply_policy(write(tmp_path, AGENTS))
+
+    assert "+ agent research-agent" in output
+    assert "Client secret of the confidential agent 'billing-bot' (shown once; store it now):" in output
+    secret = re.search(r"client_secret: (\S+)", output)[1]
+    assert check_password(secret, Agent.objects.get(client_id="billing-bot").client_secret)
+
+
+def test_an_agent_that_turns_confidential_gets_a_new_secret(tmp_path, carol, calendar):
+    apply_policy(write(tmp_path, AGENTS))
+    old = Agent.objects.get(client_id="research-agent").client_secret
+
+    summary = apply_json(
+        write(tmp_path, AGENTS.replace("client_type: public", "client_type: confidential", 1))
+    )
+
+    assert summary["changes"]["agents"]["updated"] == ["research-agent (client_type, client_secret)"]
+    secret = summary["agents"]["research-agent"]["client_secret"]
+    stored = Agent.objects.get(client_id="research-agent").client_secret
+    assert stored != old and check_password(secret, stored)
+
+
+def test_applying_an_agent_file_again_changes_nothing(tmp_path, carol, calendar):
+    path = write(tmp_path, AGENTS)
+    apply_policy(path)
+    before = console_state()
+
+    summary = apply_json(path)
+
+    assert summary["changed"] is False, summary["changes"]
+    assert console_state() == before
+
+
+def test_exported_agents_apply_back_without_changes(tmp_path, carol, alice, agent, calendar, mail):
+    apply_policy(write(tmp_path, AGENTS))
+    Agent.objects.create(
+        client_id="dcr-client",
+        client_type="public",
+        authorization_grant_type=Agent.GRANT_AUTHORIZATION_CODE,
+        redirect_uris="http://127.0.0.1:9000/cb",
+        registration_source=Agent.RegistrationSource.DCR,
+        has_scope_ceiling=True,  # on, with an empty ceiling: nothing at all
+    )
+    path = tmp_path / "exported.yaml"
+    before = console_state()
+
+    export_policy("--output", str(path))
+    summary = apply_json(path)
+
+    assert summary["changed"] is False, summary["changes"]
+    assert console_state() == before
+    exported = {entry["client_id"]: entry for entry in yaml.safe_load(path.read_text())["agents"]}
+    assert exported["dcr-client"]["has_scope_ceiling"] is True
+    assert "scope_ceiling" not in exported["dcr-client"]
+    assert exported["research-agent"]["scope_ceiling"] == {"calendar": ["list_events:read"]}
+    assert Agent.objects.get(client_id="dcr-client").registration_source == "dcr"
+
+
+def test_agent_changes_in_a_file_go_through_the_audited_status_changes(tmp_path, carol, calendar):
+    apply_policy(write(tmp_path, AGENTS))
+    Agent.objects.filter(client_id="research-agent").update(status="pending")
+    changed = AGENTS.replace("status: suspended", "status: active").replace("team: research", "team: finance")
+
+    summary = apply_json(write(tmp_path, changed))
+
+    assert summary["changes"]["agents"]["updated"] == [
+        "research-agent (team, status)",
+        "billing-bot (status)",
+    ]
+    assert set(Agent.objects.values_list("client_id", "status", "team")) == {
+        ("research-agent", "active", "finance"),
+        ("billing-bot", "active", ""),
+    }
+    events = AuditEvent.objects.filter(event_type__in=["agent.approved", "agent.reactivated"]).order_by("id")
+    assert [(event.event_type, event.agent_client_id) for event in events] == [
+        ("agent.approved", "research-agent"),
+        ("agent.reactivated", "billing-bot"),
+    ]
+
+
+def test_dry_run_of_agents_reports_them_without_secrets_and_changes_nothing(tmp_path, carol, calendar):
+    before = console_state()
+
+    summary = apply_json(write(tmp_path, AGENTS), "--dry-run")
+    output = apply_policy(write(tmp_path, AGENTS), "--dry-run")
+
+    assert summary["changes"]["agents"]["created"] == ["research-agent", "billing-bot"]
+    assert summary["agents"] == {}
+    assert "+ agent billing-bot" in output and "client_secret" not in output
+    assert console_state() == before
+    assert not AuditEvent.objects.filter(event_type__startswith="agent.").exists()
+
+
+def test_a_group_policy_may_name_an_agent_the_same_file_creates(tmp_path, carol, calendar):
+    text = AGENTS + (
+        "groups:\n  - name: staff\n    members: [carol]\n    may_delegate: {}\n    agent_policies:\n"
+        "      - {name: research, agents: [research-agent], may_delegate: {calendar: ['list_events:read']}}\n"
+    )
+    apply_policy(write(tmp_path, text))
+
+    research = Agent.objects.get(client_id="research-agent")
+    assert decide(agent=research, server=calendar.server, human=carol, scopes=["list_events:read"]).allowed
+
+
+def test_an_agent_status_change_that_is_not_allowed_is_refused_and_changes_nothing(tmp_path, carol, calendar):
+    apply_policy(write(tmp_path, AGENTS))
+    before = console_state()
+
+    with pytest.raises(CommandError) as refused:
+        apply_policy(write(tmp_path, AGENTS.replace("status: active", "status: pending", 1), "again.yaml"))
+
+    assert "line 6: agents[0].status: an agent that is active cannot become pending" in str(refused.value)
+    assert console_state() == before
+
+
+def agent_file(**fields: str) -> str:
+    """One agent; each keyword replaces (or, as None, removes) one of its lines."""
+    lines = {
+        "client_id": "client_id: bot",
+        "client_type": "client_type: public",
+        "redirect_uris": "redirect_uris: ['http://127.0.0.1:9/cb']",
+        "status": "status: active",
+        **fields,
+    }
+    body = "\n".join(f"    {line}" for line in lines.values() if line)
+    return "agents:\n  -\n" + body + "\n"
+
+
+BAD_AGENTS = {
+    "agent without a client type": (
+        agent_file(client_type=None),
+        "line 3: agents[0]: missing key 'client_type'",
+    ),
+    "unknown client type": (
+        agent_file(client_type="client_type: secret"),
+        "line 4: agents[0].client_type: must be one of public, confidential",
+    ),
+    "unknown status": (
+        agent_file(status="status: paused"),
+        "line 6: agents[0].status: must be one of pending, active, suspended",
+    ),
+    "unknown agent key": (
+        agent_file(colour="colour: red"),
+        "line 7: agents[0].colour: unknown key (expected one of client_id, name,",
+    ),
+    "redirect URIs not a list": (
+        agent_file(redirect_uris="redirect_uris: http://127.0.0.1:9/cb"),
+        "line 5: agents[0].redirect_uris: must be a list",
+    ),
+    "plain http redirect off loopback": (
+        agent_file(redirect_uris="redirect_uris: ['http://bot.example.com/cb']"),
+        "line 5: agents[0].redirect_uris: http://bot.example.com/cb: http is allowed for loopback hosts",
+    ),
+    "no redirect URI": (
+        agent_file(redirect_uris="redirect_uris: []"),
+        "line 5: agents[0].redirect_uris: redirect_uris cannot be empty",
+    ),
+    "unknown owner": (
+        agent_file(owner="owner: mallory"),
+        "line 7: agents[0].owner: there is no user 'mallory'",
+    ),
+    "ceiling scope not on a server of the console": (
+        agent_file(ceiling="scope_ceiling: {calendar: ['list_events:delete']}"),
+        "line 7: agents[0].scope_ceiling.calendar[0]: 'list_events:delete' is not a scope of server",
+    ),
+    "ceiling scope not on a server of the file": (
+        "servers:\n  - {name: notes, resource: https://notes.example.com/mcp, tools: "
+        "[{name: find, actions: [read], risk: low}]}\n"
+        + agent_file(ceiling="scope_ceiling: {notes: ['find:write']}"),
+        "line 9: agents[0].scope_ceiling.notes[0]: 'find:write' is not a scope of server 'notes'",
+    ),
+    "ceiling of an unknown server": (
+        agent_file(ceiling="scope_ceiling: {wiki: ['page:read']}"),
+        "line 7: agents[0].scope_ceiling.wiki: there is no server 'wiki' in the file or the console",
+    ),
+    "ceiling switch not a boolean": (
+        agent_file(ceiling="has_scope_ceiling: sometimes"),
+        "line 7: agents[0].has_scope_ceiling: must be true or false",
+    ),
+    "token lifetime not seconds": (
+        agent_file(lifetime="access_token_lifetime: -5"),
+        "line 7: agents[0].access_token_lifetime: must be a whole number of seconds",
+    ),
+    "team too long": (
+        agent_file(team="team: " + "t" * 101),
+        "line 7: agents[0].team: is too long (at most 100 characters)",
+    ),
+    "agent listed twice": (
+        agent_file() + "  - {client_id: bot, client_type: public, redirect_uris: [], status: active}\n",
+        "line 7: agents[1].client_id: agent 'bot' is already defined at agents[0]",
+    ),
+}
+
+
+@pytest.mark.parametrize("text, message", BAD_AGENTS.values(), ids=BAD_AGENTS.keys())
+def test_a_bad_agent_is_refused_with_its_line_and_key_and_changes_nothing(
+    tmp_path, text, message, alice, agent
+):
+    before = console_state()
+
+    with pytest.raises(CommandError) as refused:
+        apply_policy(write(tmp_path, text))
+
+    assert message in str(refused.value)
+    assert console_state() == before
+    assert policy_applied_events() == 0
 
 
 # --- Bad files --------------------------------------------------------------------------------
@@ -320,6 +665,31 @@ servers:
 """
 
 BAD_FILES = {
+    "console role as a policy group": (
+        NOTES + "groups:\n  - name: Approvers\n    members: []\n    may_delegate: {}\n",
+        "line 4: groups[0].name: 'Approvers' is a console role, not a policy group",
+    ),
+    "approval for a scope the policy does not grant": (
+        NOTES
+        + "groups:\n  - name: w\n    members: []\n    may_delegate: {}\n"
+        + "    approval_required: {notes: ['find:read']}\n",
+        "line 7: groups[0].approval_required.notes[0]: 'find:read' is not in this policy's may_delegate",
+    ),
+    "unknown agent": (
+        NOTES
+        + "groups:\n  - name: w\n    members: []\n    may_delegate: {}\n"
+        + "    agent_policies:\n      - {name: bot, agents: [no-such-agent], may_delegate: {}}\n",
+        "groups[0].agent_policies[0].agents[0]: there is no agent 'no-such-agent'",
+    ),
+    "lifetime not a number of seconds": (
+        NOTES
+        + "groups:\n  - name: w\n    members: []\n    may_delegate: {}\n    max_delegation_lifetime: 1h\n",
+        "line 7: groups[0].max_delegation_lifetime: must be a whole number of seconds",
+    ),
+    "unknown approval risk": (
+        NOTES + "groups:\n  - name: w\n    members: []\n    may_delegate: {}\n    approval_risk: extreme\n",
+        "line 7: groups[0].approval_risk: must be one of low, medium, high",
+    ),
     "unknown key": (
         "servers:\n"
         "  - name: notes\n"
@@ -375,6 +745,10 @@ BAD_FILES = {
         "servers:\n  - {name: notes, resource: notes/mcp, tools: []}\n",
         "line 2: servers[0].resource: must be an absolute http or https URI",
     ),
+    "plain http resource off loopback": (
+        "servers:\n  - {name: notes, resource: 'http://notes.example.com/mcp', tools: []}\n",
+        "line 2: servers[0].resource: must use https (plain http is allowed for loopback hosts only)",
+    ),
     "resource with a fragment": (
         "servers:\n  - {name: notes, resource: 'https://notes.example.com/mcp#tools', tools: []}\n",
         "line 2: servers[0].resource: must not have a fragment (RFC 8707)",
@@ -421,8 +795,8 @@ BAD_FILES = {
         "line 4: settings.approvals: unknown key (expected one of agent_registration)",
     ),
     "unknown top-level key": (
-        NOTES + "agents: []\n",
-        "line 3: agents: unknown key (expected one of servers, groups, settings)",
+        NOTES + "users: []\n",
+        "line 3: users: unknown key (expected one of servers, agents, groups, settings)",
     ),
     "not a mapping": ("- notes\n", "line 1: document: must be a mapping"),
     "empty file": ("# nothing yet\n", "the policy document is empty"),

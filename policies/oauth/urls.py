@@ -9,6 +9,7 @@ from django.urls import path
 from oauth2_provider import views as dot
 
 from policies.oauth.metadata import ServerMetadataView
+from policies.oauth.pending import PendingAuthorizationView
 from policies.oauth.views import AgentTokenView, ConsentView, IntrospectionView
 
 app_name = "oauth2_provider"
@@ -24,6 +25,7 @@ urlpatterns = [
     ),
     path(".well-known/jwks.json", dot.JwksInfoView.as_view(), name="jwks-info"),
     path("oauth/authorize/", ConsentView.as_view(), name="authorize"),
+    path("oauth/authorize/pending/<int:pk>/", PendingAuthorizationView.as_view(), name="authorize-pending"),
     path("oauth/token/", AgentTokenView.as_view(), name="token"),
     path("oauth/revoke/", dot.RevokeTokenView.as_view(), name="revoke-token"),
     path("oauth/introspect/", IntrospectionView.as_view(), name="introspect"),

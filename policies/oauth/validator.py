@@ -8,14 +8,20 @@ decision before a token is minted.
 
 from __future__ import annotations
 
+import hashlib
+from datetime import timedelta
+
 from django.utils import timezone
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
 from audit.events import record
 from policies.decisions import decide
-from policies.models import Grant, RefreshToken
+from policies.models import AccessToken, Grant, RefreshToken
 from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
+
+# Tokens a revocation can still change: access tokens exist until revoked, refresh tokens are kept.
+REVOCABLE = {AccessToken: {}, RefreshToken: {"revoked__isnull": True}}
 
 
 class PolicyValidator(OAuth2Validator):
@@ -56,9 +62,79 @@ class PolicyValidator(OAuth2Validator):
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            self._record_refresh_reuse(refresh_token, client)
             return False
-        self._bind_to_delegation(request, request.refresh_token_instance.delegation)
+        instance = request.refresh_token_instance
+        lifetime = client.refresh_token_lifetime
+        # The agent's own refresh lifetime, counted as DOT counts the console default: from the
+        # expiry of the access token it was paired with (DOT has checked the default already).
+        if (
+            lifetime is not None
+            and instance.access_token.expires + timedelta(seconds=lifetime) <= timezone.now()
+        ):
+            return False
+        self._bind_to_delegation(request, instance.delegation)
         return True
+
+    def _record_refresh_reuse(self, refresh_token: str, client) -> None:
+        """A revoked refresh token presented again: DOT revoked its family; the audit trail says so."""
+        checksum = hashlib.sha256(refresh_token.encode("utf-8")).hexdigest()
+        reused = (
+            RefreshToken.objects.select_related("delegation__server", "user")
+            .filter(token_checksum=checksum, application=client, revoked__isnull=False)
+            .first()
+        )
+        if reused is None:
+            return
+        delegation = reused.delegation
+        record(
+            "token.refresh_reused",
+            outcome="deny",
+            reason="refresh_token_reused",
+            human=reused.user,
+            agent=client,
+            server=delegation.server if delegation else None,
+            delegation=delegation,
+            detail={"refresh_token_id": reused.pk, "token_family": str(reused.token_family or "")},
+        )
+
+    def revoke_token(self, token, token_type_hint, request, *args, **kwargs) -> None:
+        """RFC 7009 revocation by the agent itself (DOT's /oauth/revoke/), recorded as token.revoked."""
+        checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        client_pk = getattr(request.client, "pk", None)
+        instance = None
+        for model in (AccessToken, RefreshToken) if client_pk is not None else ():
+            instance = (
+                model.objects.select_related("delegation__server", "user")
+                .filter(token_checksum=checksum, application_id=client_pk, **REVOCABLE[model])
+                .first()
+            )
+            if instance is not None:
+                break
+        super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+        if instance is None:
+            return  # unknown or another agent's token: RFC 7009 answers 200 all the same
+        delegation = instance.delegation
+        is_access = isinstance(instance, AccessToken)
+        record(
+            "token.revoked",
+            outcome="allow",
+            reason="rfc7009",
+            human=instance.user,
+            agent=request.client,
+            server=delegation.server if delegation else None,
+            delegation=delegation,
+            token=instance if is_access else None,
+            detail={"token_type": "access_token" if is_access else "refresh_token"},
+        )
+
+    def _save_bearer_token(self, token, request, *args, **kwargs):
+        # The agent's own access token lifetime; DOT reads expires_in from this dict, and the
+        # token response is this same dict, so the agent is told the real lifetime.
+        lifetime = request.client.access_token_lifetime
+        if lifetime is not None:
+            token["expires_in"] = lifetime
+        return super()._save_bearer_token(token, request, *args, **kwargs)
 
     def _bind_to_delegation(self, request, delegation) -> None:
         """The new token hangs off ``delegation``: it must name its server and still be allowed.

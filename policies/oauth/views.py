@@ -26,10 +26,11 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFata
 
 from audit.events import record
 from policies.decisions import decide
-from policies.models import AccessToken, Agent, McpServer
+from policies.models import AccessToken, Agent, Delegation, McpServer
+from policies.oauth.pending import wait_for_approval
 from policies.oauth.resources import server_for_resource, target_error_description
 from policies.oauth.scopes import scope_descriptions
-from policies.services import delegate
+from policies.services import delegate, note_delegation_used
 
 INACTIVE_AGENT_MESSAGES = {
     Agent.Status.PENDING: "This agent is waiting for an administrator's approval.",
@@ -98,6 +99,8 @@ class ConsentView(AuthorizationView):
                     "label": descriptions.get(scope, scope),
                     "tool": tools.get(scope.partition(":")[0]),
                     "grantable": scope in decision.scopes,
+                    "needs_approval": scope in decision.needs_approval,
+                    "refused": decision.refused.get(scope, ""),
                 }
                 for scope in requested
             ],
@@ -142,7 +145,11 @@ class ConsentView(AuthorizationView):
             )
             return super().create_authorization_response(request, scopes, credentials, allow=False)
         with transaction.atomic():
-            credentials["delegation"] = delegate(request.user, agent, server, decision.scopes)
+            delegation = delegate(request.user, agent, server, decision.scopes, request=request)
+            if delegation.status == Delegation.Status.PENDING:
+                # The code is minted once an approver approves: the human waits on this page.
+                return wait_for_approval(request, delegation, credentials), {}, None, 302
+            credentials["delegation"] = delegation
             return super().create_authorization_response(
                 request, " ".join(sorted(decision.scopes)), credentials, allow=True
             )
@@ -275,6 +282,7 @@ class IntrospectionView(View):
         )
         if not active:
             return self.respond({"active": False})
+        note_delegation_used(delegation)
         body = {
             "active": True,
             "scope": " ".join(sorted(decision.scopes)),

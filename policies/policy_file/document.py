@@ -10,10 +10,12 @@ from typing import Any
 KINDS = {
     "servers": "server",
     "tools": "tool",
+    "agents": "agent",
     "actions": "action",
     "groups": "group",
     "memberships": "member",
     "delegable_scopes": "delegable scope",
+    "policies": "policy",
     "settings": "setting",
 }
 VERBS = {"created": "+", "updated": "~", "removed": "-"}
@@ -51,17 +53,53 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class AgentSpec:
+    """An agent, known by its client_id; the file sets every field below (absent keys: defaults)."""
+
+    path: str
+    client_id: str
+    name: str
+    client_type: str
+    redirect_uris: tuple[str, ...]
+    status: str
+    team: str
+    owner: str | None  # username
+    has_scope_ceiling: bool
+    scope_ceiling: dict[str, tuple[str, ...]]  # server name -> scopes
+    access_token_lifetime: int | None  # seconds; None: the console default
+    refresh_token_lifetime: int | None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One delegation policy of a group: the group's main one (name "", every agent) or a named one."""
+
+    path: str
+    name: str
+    agents: tuple[str, ...]  # client ids; empty: every agent
+    may_delegate: dict[str, tuple[str, ...]]  # server name -> scopes
+    approval_risk: str  # "" or a tool risk: scopes of tools at or above it need an approver
+    approval_required: dict[str, tuple[str, ...]]  # server name -> scopes that need an approver
+    max_delegation_lifetime: int | None  # seconds
+
+
+@dataclass(frozen=True)
 class GroupSpec:
     path: str
     name: str
     members: tuple[str, ...]
-    may_delegate: dict[str, tuple[str, ...]]  # server name -> scopes
+    policies: tuple[PolicySpec, ...]  # the main policy first, then the agent policies
+
+    @property
+    def may_delegate(self) -> dict[str, tuple[str, ...]]:
+        return self.policies[0].may_delegate
 
 
 @dataclass
 class PolicyDocument:
     source: str
     servers: list[ServerSpec]
+    agents: list[AgentSpec]
     groups: list[GroupSpec]
     settings: dict[str, str]
     lines: dict[str, int]  # key path -> line, for problems found later against the console
@@ -79,6 +117,8 @@ class ApplyResult:
     # Credentials of servers created by this apply (never in a dry run): the only time the
     # secret exists in clear.
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
+    # client_id -> client_secret of confidential agents created (or made confidential) by this apply.
+    agent_secrets: dict[str, str] = field(default_factory=dict)
 
     def add(self, kind: str, verb: str, item: str) -> None:
         self.changes[kind][verb].append(item)
@@ -88,12 +128,16 @@ class ApplyResult:
         return any(items for verbs in self.changes.values() for items in verbs.values())
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON summary; ``servers`` maps each server created to its client_id and client_secret."""
+        """The JSON summary; ``servers`` maps each server created to its client_id and client_secret,
+        ``agents`` each confidential agent given a secret to its client_secret."""
         return {
             "dry_run": self.dry_run,
             "changed": self.changed,
             "changes": self.changes,
             "servers": self.credentials,
+            "agents": {
+                client_id: {"client_secret": secret} for client_id, secret in self.agent_secrets.items()
+            },
         }
 
     def change_lines(self) -> list[str]:

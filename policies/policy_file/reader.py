@@ -14,8 +14,25 @@ from urllib.parse import urlsplit
 import yaml
 from django.core.validators import validate_slug
 
-from policies.models import TOOL_NAME_CHARACTERS, McpServer, PolicySetting, Tool, validate_tool_name
-from policies.policy_file.document import GroupSpec, PolicyDocument, PolicyError, ServerSpec, ToolSpec
+from console.roles import Role
+from policies.models import (
+    LOOPBACK_HOSTS,
+    TOOL_NAME_CHARACTERS,
+    Agent,
+    McpServer,
+    PolicySetting,
+    Tool,
+    validate_tool_name,
+)
+from policies.policy_file.document import (
+    AgentSpec,
+    GroupSpec,
+    PolicyDocument,
+    PolicyError,
+    PolicySpec,
+    ServerSpec,
+    ToolSpec,
+)
 
 RISKS = tuple(Tool.Risk.values)
 
@@ -32,7 +49,30 @@ TOOL_NAME = Name(validate_tool_name.regex, TOOL_NAME_CHARACTERS)
 
 SERVER_KEYS = ("name", "resource", "description", "default_scopes", "active", "tools")
 TOOL_KEYS = ("name", "actions", "risk", "description")
-GROUP_KEYS = ("name", "members", "may_delegate")
+POLICY_KEYS = ("may_delegate", "approval_risk", "approval_required", "max_delegation_lifetime")
+GROUP_KEYS = ("name", "members", *POLICY_KEYS, "agent_policies")
+GROUP_REQUIRED = ("name", "members", "may_delegate")
+AGENT_POLICY_KEYS = ("name", "agents", *POLICY_KEYS)
+AGENT_POLICY_REQUIRED = ("name", "agents", "may_delegate")
+AGENT_KEYS = (
+    "client_id",
+    "name",
+    "client_type",
+    "redirect_uris",
+    "status",
+    "team",
+    "owner",
+    "has_scope_ceiling",
+    "scope_ceiling",
+    "access_token_lifetime",
+    "refresh_token_lifetime",
+)
+# Explicit, so that listing an agent never quietly approves it or changes how it authenticates.
+AGENT_REQUIRED = ("client_id", "client_type", "redirect_uris", "status")
+CLIENT_TYPES = (Agent.CLIENT_PUBLIC, Agent.CLIENT_CONFIDENTIAL)
+AGENT_STATUSES = tuple(Agent.Status.values)
+ROLE_NAMES = {role.value for role in Role}
+MAX_SECONDS = 2**31 - 1  # what a PositiveIntegerField holds on every database
 
 
 def read_policy_file(path: Path) -> PolicyDocument:
@@ -100,6 +140,8 @@ def _resource_problem(value: str) -> str | None:
         return "must be an absolute http or https URI, e.g. https://calendar.example.com/mcp"
     if "#" in value:
         return "must not have a fragment (RFC 8707)"
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        return "must use https (plain http is allowed for loopback hosts only)"
     if parts.username is not None:
         return "must not carry a user name or password"
     if len(value) > McpServer._meta.get_field("resource").max_length:
@@ -202,9 +244,9 @@ class _Reader:
             return None
         return value
 
-    def boolean(self, node: yaml.Node | None, path: str) -> bool | None:
+    def boolean(self, node: yaml.Node | None, path: str, default: bool = True) -> bool | None:
         if node is None:
-            return True
+            return default
         value = self.scalar(node)
         if not isinstance(value, bool):
             self.fail(node, path, "must be true or false")
@@ -259,15 +301,16 @@ class _Reader:
     # The document
 
     def document(self, root: yaml.Node, source: str) -> PolicyDocument | None:
-        top = self.mapping(root, "", ("servers", "groups", "settings"))
+        top = self.mapping(root, "", ("servers", "agents", "groups", "settings"))
         if top is None:
             return None
         servers = self.servers(top.get("servers"))
-        groups = self.groups(top.get("groups"), servers or [])
+        agents = self.agents(top.get("agents"), servers)
+        groups = self.groups(top.get("groups"), servers)
         settings = self.settings(top.get("settings"))
         if self.problems:
             return None
-        return PolicyDocument(source, servers, groups, settings, self.lines)
+        return PolicyDocument(source, servers, agents, groups, settings, self.lines)
 
     def servers(self, node: yaml.Node | None) -> list[ServerSpec]:
         specs: list[ServerSpec] = []
@@ -330,6 +373,69 @@ class _Reader:
     def action(self, node: yaml.Node, path: str) -> str | None:
         return self.text(node, path, TOOL_NAME, max_length=50)
 
+    def agents(self, node: yaml.Node | None, servers: list[ServerSpec]) -> list[AgentSpec]:
+        in_file = {spec.name: spec for spec in servers}
+        specs: dict[str, AgentSpec] = {}
+        for index, item in enumerate(self.sequence(node, "agents") or []):
+            spec = self.agent(item, f"agents[{index}]", in_file)
+            if spec is None:
+                continue
+            if spec.client_id in specs:
+                self.fail_at(
+                    f"{spec.path}.client_id",
+                    f"agent '{spec.client_id}' is already defined at {specs[spec.client_id].path}",
+                )
+            else:
+                specs[spec.client_id] = spec
+        return list(specs.values())
+
+    def agent(self, node: yaml.Node, path: str, servers: dict[str, ServerSpec]) -> AgentSpec | None:
+        start = len(self.problems)
+        fields = self.mapping(node, path, AGENT_KEYS, required=AGENT_REQUIRED) or {}
+        client_id = self.client_id(fields.get("client_id"), f"{path}.client_id")
+        name = self.description(fields.get("name"), f"{path}.name")
+        if name is not None and len(name) > 255:
+            self.fail(fields["name"], f"{path}.name", "is too long (at most 255 characters)")
+        client_type = self.choice(fields.get("client_type"), f"{path}.client_type", CLIENT_TYPES)
+        redirect_uris = self.unique_list(fields.get("redirect_uris"), f"{path}.redirect_uris", self.uri)
+        status = self.choice(fields.get("status"), f"{path}.status", AGENT_STATUSES)
+        team = self.description(fields.get("team"), f"{path}.team")
+        if team is not None and len(team) > 100:
+            self.fail(fields["team"], f"{path}.team", "is too long (at most 100 characters)")
+        owner_node = fields.get("owner")
+        owner = (
+            None if owner_node is None or _is_null(owner_node) else self.username(owner_node, f"{path}.owner")
+        )
+        has_ceiling = self.boolean(
+            fields.get("has_scope_ceiling"), f"{path}.has_scope_ceiling", default=False
+        )
+        ceiling = self.scope_map(fields.get("scope_ceiling"), f"{path}.scope_ceiling", servers)
+        access = self.seconds(fields.get("access_token_lifetime"), f"{path}.access_token_lifetime")
+        refresh = self.seconds(fields.get("refresh_token_lifetime"), f"{path}.refresh_token_lifetime")
+        if len(self.problems) > start:
+            return None
+        return AgentSpec(
+            path,
+            client_id,
+            name,
+            client_type,
+            redirect_uris,
+            status,
+            team,
+            owner,
+            has_ceiling,
+            ceiling,
+            access,
+            refresh,
+        )
+
+    def uri(self, node: yaml.Node, path: str) -> str | None:
+        value = self.text(node, path, max_length=1000)
+        if value is not None and any(character.isspace() for character in value):
+            self.fail(node, path, "must not contain spaces")
+            return None
+        return value
+
     def groups(self, node: yaml.Node | None, servers: list[ServerSpec]) -> list[GroupSpec]:
         in_file = {spec.name: spec for spec in servers}
         specs: dict[str, GroupSpec] = {}
@@ -347,23 +453,80 @@ class _Reader:
 
     def group(self, node: yaml.Node, path: str, servers: dict[str, ServerSpec]) -> GroupSpec | None:
         start = len(self.problems)
-        fields = self.mapping(node, path, GROUP_KEYS, required=GROUP_KEYS) or {}
+        fields = self.mapping(node, path, GROUP_KEYS, required=GROUP_REQUIRED) or {}
         name = self.text(fields.get("name"), f"{path}.name", max_length=150)
+        if name in ROLE_NAMES:
+            # Role groups carry console permissions; a policy file must not hand them out.
+            self.fail(fields["name"], f"{path}.name", f"'{name}' is a console role, not a policy group")
         members = self.unique_list(fields.get("members"), f"{path}.members", self.username)
-        may_delegate: dict[str, tuple[str, ...]] = {}
-        for server_name, (_, scopes_node) in (
-            self.entries(fields.get("may_delegate"), f"{path}.may_delegate") or {}
-        ).items():
-            scopes_path = f"{path}.may_delegate.{server_name}"
-            scopes = self.unique_list(scopes_node, scopes_path, self.scope)
-            # Scopes of servers in the file are checked here, those of other servers against the
-            # console when applying. Servers the file gets wrong were reported already.
-            if scopes is not None and server_name in servers:
-                self.check_scopes(scopes_node, scopes_path, scopes, servers[server_name])
-            may_delegate[server_name] = scopes
+        main = self.policy_terms(fields, path, "", (), servers)
+        policies = [main]
+        names: set[str] = set()
+        for index, item in enumerate(
+            self.sequence(fields.get("agent_policies"), f"{path}.agent_policies") or []
+        ):
+            policy_path = f"{path}.agent_policies[{index}]"
+            policy_fields = (
+                self.mapping(item, policy_path, AGENT_POLICY_KEYS, required=AGENT_POLICY_REQUIRED) or {}
+            )
+            policy_name = self.text(policy_fields.get("name"), f"{policy_path}.name", max_length=100)
+            if policy_name in names:
+                self.fail(
+                    policy_fields["name"], f"{policy_path}.name", f"policy '{policy_name}' is listed twice"
+                )
+            names.add(policy_name)
+            agents = self.unique_list(policy_fields.get("agents"), f"{policy_path}.agents", self.client_id)
+            policies.append(self.policy_terms(policy_fields, policy_path, policy_name, agents or (), servers))
         if len(self.problems) > start:
             return None
-        return GroupSpec(path, name, members, may_delegate)
+        return GroupSpec(path, name, members, tuple(policies))
+
+    def policy_terms(
+        self,
+        fields: dict[str, yaml.Node],
+        path: str,
+        name: str | None,
+        agents: tuple[str, ...],
+        servers: dict[str, ServerSpec],
+    ) -> PolicySpec | None:
+        may_delegate = self.scope_map(fields.get("may_delegate"), f"{path}.may_delegate", servers)
+        approval = self.scope_map(fields.get("approval_required"), f"{path}.approval_required", servers)
+        for server_name, scopes in approval.items():
+            for index, scope in enumerate(scopes or ()):
+                if scope not in (may_delegate.get(server_name) or ()):
+                    self.fail_at(
+                        f"{path}.approval_required.{server_name}[{index}]",
+                        f"'{scope}' is not in this policy's may_delegate",
+                    )
+        risk = self.choice(fields.get("approval_risk"), f"{path}.approval_risk", RISKS) or ""
+        lifetime = self.seconds(fields.get("max_delegation_lifetime"), f"{path}.max_delegation_lifetime")
+        return PolicySpec(path, name, agents, may_delegate, risk, approval, lifetime)
+
+    def scope_map(
+        self, node: yaml.Node | None, path: str, servers: dict[str, ServerSpec]
+    ) -> dict[str, tuple[str, ...]]:
+        """{server name: [scopes]}; scopes of servers in the file are checked here, those of other
+        servers against the console when applying. Servers the file gets wrong were reported already."""
+        result: dict[str, tuple[str, ...]] = {}
+        for server_name, (_, scopes_node) in (self.entries(node, path) or {}).items():
+            scopes_path = f"{path}.{server_name}"
+            scopes = self.unique_list(scopes_node, scopes_path, self.scope)
+            if scopes is not None and server_name in servers:
+                self.check_scopes(scopes_node, scopes_path, scopes, servers[server_name])
+            result[server_name] = scopes
+        return result
+
+    def seconds(self, node: yaml.Node | None, path: str) -> int | None:
+        if node is None or _is_null(node):
+            return None
+        value = self.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SECONDS:
+            self.fail(node, path, f"must be a whole number of seconds from 1 to {MAX_SECONDS}")
+            return None
+        return value
+
+    def client_id(self, node: yaml.Node | None, path: str) -> str | None:
+        return self.text(node, path, max_length=Agent._meta.get_field("client_id").max_length)
 
     def username(self, node: yaml.Node, path: str) -> str | None:
         return self.text(node, path, max_length=150)

@@ -10,8 +10,9 @@ from policies.policy_file import PolicyError, apply, read_policy_file
 
 class Command(BaseCommand):
     help = (
-        "Make the console match a policy file (YAML or JSON): MCP servers and their tools, groups and "
-        "the scopes they may delegate, settings. Servers and groups the file does not list are left alone."
+        "Make the console match a policy file (YAML or JSON): MCP servers and their tools, agents, groups "
+        "and the scopes they may delegate, settings. Servers, agents and groups the file does not list are "
+        "left alone."
     )
 
     def add_arguments(self, parser):
@@ -22,7 +23,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json",
             action="store_true",
-            help="Print a JSON summary, with the credentials of MCP servers created by this run.",
+            help=(
+                "Print a JSON summary, with the credentials of MCP servers and confidential agents "
+                "created by this run."
+            ),
         )
 
     def handle(self, *args, file: str, dry_run: bool, **options) -> None:
@@ -48,4 +52,9 @@ class Command(BaseCommand):
                 f"\nIntrospection credentials of the new MCP server '{name}' (shown once; store them now):\n"
                 f"  client_id:     {credentials['client_id']}\n"
                 f"  client_secret: {credentials['client_secret']}"
+            )
+        for client_id, secret in result.agent_secrets.items():
+            self.stdout.write(
+                f"\nClient secret of the confidential agent '{client_id}' (shown once; store it now):\n"
+                f"  client_secret: {secret}"
             )

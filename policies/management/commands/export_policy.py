@@ -9,7 +9,8 @@ from policies.policy_file import dump, export
 
 class Command(BaseCommand):
     help = (
-        "Write the console's MCP servers, groups and settings as a policy file (apply_policy reads it back)."
+        "Write the console's MCP servers, agents, groups and settings as a policy file (apply_policy "
+        "reads it back). Client secrets are never written."
     )
 
     def add_arguments(self, parser):

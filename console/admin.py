@@ -1,0 +1,139 @@
+"""The console's admin pieces outside one app: pages of admin actions, and People (Django users)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group, User
+from django.http import HttpRequest
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from unfold.admin import ModelAdmin
+from unfold.decorators import action, display
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+
+from audit.links import events_url
+from policies.services import revoke_human_delegations
+
+
+def admin_page(
+    model_admin: admin.ModelAdmin, request: HttpRequest, template: str, title: str, **context: Any
+) -> TemplateResponse:
+    """A page of an admin action (a form, a confirmation, a result) inside the console's frame."""
+    return TemplateResponse(
+        request,
+        template,
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.model._meta,
+            "title": title,
+            **context,
+        },
+    )
+
+
+def confirm_page(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    title: str,
+    question: str,
+    effects: list[str],
+    button: str,
+    cancel_url: str,
+    hidden: list[tuple[str, str]] | None = None,
+) -> TemplateResponse:
+    """Ask before an action that cannot be undone; the page POSTs back to the same URL with ``confirm``."""
+    return admin_page(
+        model_admin,
+        request,
+        "admin/console/confirm.html",
+        title,
+        question=question,
+        effects=effects,
+        button=button,
+        cancel_url=cancel_url,
+        hidden=hidden or [],
+    )
+
+
+def action_selection(action_name: str, queryset) -> list[tuple[str, str]]:
+    """The hidden fields that resubmit a changelist action for the same rows after a confirmation."""
+    return [("action", action_name)] + [
+        (admin.helpers.ACTION_CHECKBOX_NAME, str(pk)) for pk in queryset.values_list("pk", flat=True)
+    ]
+
+
+def events_link(text: str = "events", **filters: str) -> str:
+    return format_html('<a class="text-primary-600 underline" href="{}">{}</a>', events_url(**filters), text)
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class PersonAdmin(BaseUserAdmin, ModelAdmin):
+    """People: the humans agents act for, and the console's staff."""
+
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
+    list_display = ["username", "email", "is_staff", "is_active", "last_login", "events"]
+    actions = ["revoke_all_delegations"]
+    actions_detail = ["revoke_all_delegations_of_person"]
+
+    @display(description="audit")
+    def events(self, obj: User) -> str:
+        return events_link(human=obj.username)
+
+    @admin.action(description="Revoke every delegation of the selected people", permissions=["revoke"])
+    def revoke_all_delegations(self, request, queryset):
+        if request.POST.get("confirm") != "yes":
+            return confirm_page(
+                self,
+                request,
+                title="Revoke every delegation",
+                question="Revoke every delegation of these people?",
+                effects=[f"{user.username}: all agents lose access for them" for user in queryset],
+                button="Revoke everything",
+                cancel_url=request.get_full_path(),
+                hidden=action_selection("revoke_all_delegations", queryset),
+            )
+        count = sum(revoke_human_delegations(user, by=request.user) for user in queryset)
+        self.message_user(request, f"Revoked {count} delegation(s).", messages.SUCCESS)
+        return None
+
+    @action(description="Revoke all delegations", url_path="revoke-delegations", permissions=["revoke"])
+    def revoke_all_delegations_of_person(self, request, object_id):
+        user = self.get_object(request, object_id)
+        change_url = request.path.rsplit("revoke-delegations", 1)[0]
+        if request.method != "POST" or request.POST.get("confirm") != "yes":
+            return confirm_page(
+                self,
+                request,
+                title=f"Revoke every delegation of {user.username}",
+                question=f"Revoke every delegation of {user.username}?",
+                effects=[
+                    f"{user.delegations.filter(status__in=['approved', 'pending']).count()} live or pending "
+                    "delegation(s) and all their tokens end now.",
+                    "Other people's agents keep working.",
+                ],
+                button="Revoke everything",
+                cancel_url=change_url,
+            )
+        count = revoke_human_delegations(user, by=request.user)
+        self.message_user(request, f"Revoked {count} delegation(s) of {user.username}.", messages.SUCCESS)
+        return redirect(change_url)
+
+    def has_revoke_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("policies.change_delegation")
+
+
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin, ModelAdmin):
+    pass

@@ -1,0 +1,116 @@
+"""
+Revocation at every level: one token, one delegation, an agent, a human, an MCP server.
+
+Each level revokes exactly the delegations and tokens below it. Access tokens are deleted (as
+DOT's own revocation does) and refresh tokens marked revoked, so the very next introspection or
+refresh fails; nothing outside the chosen delegations changes.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from audit.events import record
+from policies.models import AccessToken, Agent, Delegation, McpServer, RefreshToken
+
+LIVE = [Delegation.Status.APPROVED, Delegation.Status.PENDING]
+
+
+@transaction.atomic
+def end_delegations(
+    delegations: QuerySet[Delegation],
+    *,
+    by: AbstractBaseUser | None,
+    why: str,
+    status: str = Delegation.Status.REVOKED,
+    comment: str = "",
+) -> int:
+    """Move the live delegations in ``delegations`` to ``status`` (revoked or expired).
+
+    Their tokens are cut with them; returns how many delegations ended. ``comment`` tells the
+    human why, where no approver did (e.g. a request that waited too long).
+    """
+    now = timezone.now()
+    targets = list(
+        delegations.select_for_update().filter(status__in=LIVE).select_related("human", "agent", "server")
+    )
+    ids = [d.pk for d in targets]
+    RefreshToken.objects.filter(delegation_id__in=ids, revoked__isnull=True).update(
+        revoked=now, updated=now, access_token=None
+    )
+    AccessToken.objects.filter(delegation_id__in=ids).delete()
+    changes = {"status": status, "updated": now}
+    if status == Delegation.Status.REVOKED:
+        changes["revoked"] = now
+    if comment:
+        changes["decision_comment"] = comment
+    Delegation.objects.filter(pk__in=ids).update(**changes)
+    for delegation in targets:
+        record(
+            f"delegation.{status}",
+            outcome="allow",
+            reason=why,
+            actor=by,
+            human=delegation.human,
+            agent=delegation.agent,
+            server=delegation.server,
+            delegation=delegation,
+            detail={"comment": comment} if comment else None,
+        )
+    return len(targets)
+
+
+def revoke_delegations(delegations: QuerySet[Delegation], *, by: AbstractBaseUser | None, why: str) -> int:
+    """Revoke the live delegations in ``delegations`` and every token hanging off them."""
+    return end_delegations(delegations, by=by, why=why)
+
+
+def revoke_delegation(delegation: Delegation, *, by: AbstractBaseUser | None) -> int:
+    return end_delegations(Delegation.objects.filter(pk=delegation.pk), by=by, why="delegation")
+
+
+def revoke_agent_tokens(agent: Agent, *, by: AbstractBaseUser | None) -> int:
+    """Every delegation of one agent, for every human and server, with their tokens."""
+    return end_delegations(Delegation.objects.filter(agent=agent), by=by, why="agent")
+
+
+def revoke_human_delegations(human: AbstractBaseUser, *, by: AbstractBaseUser | None) -> int:
+    """Every delegation one human gave, to any agent on any server."""
+    return end_delegations(Delegation.objects.filter(human=human), by=by, why="human")
+
+
+def revoke_server_delegations(server: McpServer, *, by: AbstractBaseUser | None) -> int:
+    """Everything bound to one MCP server: its delegations and their tokens."""
+    return end_delegations(Delegation.objects.filter(server=server), by=by, why="server")
+
+
+@transaction.atomic
+def revoke_token(token: AccessToken | RefreshToken, *, by: AbstractBaseUser | None) -> None:
+    """Revoke one token and its pair (an access token's refresh token, or the reverse).
+
+    The delegation stays: the agent may get a new token through it, unless it is revoked too.
+    """
+    if isinstance(token, AccessToken):
+        access, refresh = token, RefreshToken.objects.filter(access_token=token, revoked__isnull=True).first()
+    else:
+        access, refresh = token.access_token, token
+    delegation = token.delegation
+    record(
+        "token.revoked",
+        outcome="allow",
+        reason="token",
+        actor=by,
+        human=token.user,
+        agent=token.application,
+        server=delegation.server if delegation else None,
+        delegation=delegation,
+        token=access,
+        detail={"refresh_token_id": refresh.pk if refresh else None},
+    )
+    if refresh is not None:
+        refresh.revoke()  # DOT's: marks it revoked and deletes its access token
+    if access is not None:
+        AccessToken.objects.filter(pk=access.pk).delete()
