@@ -16,7 +16,7 @@ RUN pip install . \
     && DJANGO_DEBUG=1 CONSOLE_VAR_DIR=/tmp/build-var python manage.py collectstatic --noinput \
     && rm -rf /tmp/build-var build ./*.egg-info \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin console \
-    && mkdir -p /app/var && chown console /app/var
+    && mkdir -p /app/var/media && chown -R console /app/var
 
 # Import the code in /app rather than the copy pip put into site-packages: settings find
 # templates/ and staticfiles/ relative to the package (BASE_DIR), and those live in /app.

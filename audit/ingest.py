@@ -11,18 +11,17 @@ so a server that resends the rest knows exactly what the trail holds.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from audit.events import record
 from audit.models import AuditEvent, EventReceipt
-from policies.models import AccessToken, Agent, Delegation, McpServer
+from policies.models import McpServer
+from policies.tokens import TokenLink, link_from_record, server_token_links
 
 MAX_BATCH_EVENTS = 500
 MAX_DETAIL_BYTES = 2048
@@ -30,11 +29,6 @@ MAX_DETAIL_BYTES = 2048
 # the token row (DOT deletes access tokens when they are revoked or cleared away).
 TOKEN_EVENTS = ("token.issued", "token.refreshed")
 RESULT_OUTCOMES = {"success": AuditEvent.Outcome.ALLOW, "error": AuditEvent.Outcome.ERROR}
-
-
-def token_checksum(raw_token: str) -> str:
-    """DOT's ``token_checksum`` of a bearer token: the only form in which the console keeps it."""
-    return hashlib.sha256(raw_token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -65,16 +59,6 @@ class EventsRefused(Exception):
     def __init__(self, errors: dict[int, dict[str, list[str]]]) -> None:
         super().__init__(f"{len(errors)} event(s) refused")
         self.errors = errors
-
-
-@dataclass(frozen=True)
-class TokenLink:
-    """What a token leads to: the delegation, its human and agent (None where the row is gone)."""
-
-    delegation: Delegation | None
-    human: Any
-    agent: Agent | None
-    token: AccessToken | None
 
 
 def ingest_events(
@@ -124,12 +108,7 @@ def _ingest(server: McpServer, events: list[ReportedEvent], request: HttpRequest
 
 def _token_links(server: McpServer, checksums: set[str]) -> dict[str, TokenLink]:
     """The links of the tokens bound to ``server`` among ``checksums``, live or gone."""
-    links = {
-        token.token_checksum: TokenLink(token.delegation, token.delegation.human, token.application, token)
-        for token in AccessToken.objects.select_related("application", "delegation__human").filter(
-            token_checksum__in=checksums, delegation__server=server
-        )
-    }
+    links = server_token_links(server, checksums)
     gone = checksums - links.keys()
     if not gone:
         return links
@@ -138,17 +117,10 @@ def _token_links(server: McpServer, checksums: set[str]) -> dict[str, TokenLink]
         event_type__in=TOKEN_EVENTS, token_checksum__in=gone, server_resource=server.resource
     ).order_by("id")
     for event in minted:
-        if event.token_checksum in links:
-            continue
-        delegation = (
-            Delegation.objects.select_related("human", "agent").filter(pk=event.delegation_id).first()
-        )
-        links[event.token_checksum] = TokenLink(
-            delegation,
-            delegation.human if delegation else get_user_model().objects.filter(pk=event.human_id).first(),
-            delegation.agent if delegation else Agent.objects.filter(client_id=event.agent_client_id).first(),
-            None,
-        )
+        if event.token_checksum not in links:
+            links[event.token_checksum] = link_from_record(
+                event.delegation_id, event.human_id, event.agent_client_id
+            )
     return links
 
 

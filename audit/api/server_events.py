@@ -26,9 +26,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from audit.ingest import MAX_BATCH_EVENTS, MAX_DETAIL_BYTES, EventsRefused, ReportedEvent, ingest_events
-from audit.ingest import token_checksum as checksum_of
 from policies.models import McpServer, validate_tool_name
-from policies.oauth.views import authenticate_server
+from policies.oauth.server_auth import authenticate_server
+from policies.tokens import token_checksum as checksum_of
 
 HEX_SHA256 = RegexValidator(r"^[0-9a-f]{64}\Z", "A lowercase hex SHA-256 (64 characters).")
 

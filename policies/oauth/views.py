@@ -6,11 +6,8 @@ live in ``policies.decisions``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
-import hashlib
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -26,11 +23,13 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFata
 
 from audit.events import record
 from policies.decisions import decide
-from policies.models import AccessToken, Agent, Delegation, McpServer
+from policies.models import Agent, Delegation, McpServer
 from policies.oauth.pending import wait_for_approval
 from policies.oauth.resources import server_for_resource, target_error_description
 from policies.oauth.scopes import scope_descriptions
+from policies.oauth.server_auth import authenticate_server
 from policies.services import delegate, note_delegation_used
+from policies.tokens import access_token_by_value
 
 INACTIVE_AGENT_MESSAGES = {
     Agent.Status.PENDING: "This agent is waiting for an administrator's approval.",
@@ -155,36 +154,6 @@ class ConsentView(AuthorizationView):
             )
 
 
-def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        return None
-    # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-    return unquote_plus(client_id), unquote_plus(secret)
-
-
-def authenticate_server(request: HttpRequest) -> McpServer | None:
-    """The MCP server calling, by HTTP Basic or client_secret_post credentials; None if wrong."""
-    credentials = _basic_credentials(request)
-    if credentials is None and "HTTP_AUTHORIZATION" not in request.META:
-        client_id, secret = request.POST.get("client_id"), request.POST.get("client_secret")
-        credentials = (client_id, secret) if client_id and secret else None
-    if credentials is None:
-        return None
-    server = McpServer.objects.filter(client_id=credentials[0], active=True).first()
-    if server is None or not server.check_secret(credentials[1]):
-        return None
-    return server
-
-
 def oauth_error(error: str, description: str, status: int, **headers: str) -> JsonResponse:
     response = JsonResponse({"error": error, "error_description": description}, status=status)
     for name, value in headers.items():
@@ -245,12 +214,7 @@ class IntrospectionView(View):
 
     def answer(self, request: HttpRequest, server: McpServer, raw_token: str, tool: str, action: str):
         tool_call = f"{tool}:{action}" if tool else None
-        checksum = hashlib.sha256(raw_token.encode("utf-8", "surrogatepass")).hexdigest()
-        token = (
-            AccessToken.objects.select_related("application", "delegation__human")
-            .filter(token_checksum=checksum)
-            .first()
-        )
+        token = access_token_by_value(raw_token)
         if token is None or token.application is None:
             record(
                 "introspection",
