@@ -243,7 +243,7 @@ class Delegation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided = models.DateTimeField(null=True, blank=True, help_text="When it was approved or denied.")
-    decision_comment = models.TextField(blank=True, help_text="The approver's comment, shown to the human.")
+    decision_comment = models.TextField(blank=True, help_text="The approver's comment, or why the request ended; shown to the human.")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     expires = models.DateTimeField(null=True, blank=True)

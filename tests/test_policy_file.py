@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
+from console.roles import Role, has_role
 from policies.decisions import decide, delegable_scopes
 from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
 from policies.policy_file import export
@@ -904,6 +905,10 @@ def test_load_demo_creates_the_users_the_policy_and_the_demo_server_credentials(
     assert admin.is_superuser and admin.is_staff and admin.check_password(admin_password)
     assert not alice.is_staff and alice.check_password(alice_password)
     assert admin_password != alice_password
+    approver, auditor = User.objects.get(username="approver"), User.objects.get(username="auditor")
+    assert has_role(approver, Role.APPROVER) and not has_role(approver, Role.COMPLIANCE_AUDITOR)
+    assert has_role(auditor, Role.COMPLIANCE_AUDITOR) and not has_role(auditor, Role.APPROVER)
+    assert approver.is_staff and auditor.is_staff and not (approver.is_superuser or auditor.is_superuser)
 
     calendar = McpServer.objects.get(name="calendar")
     assert calendar.resource == "http://127.0.0.1:8001/mcp"

@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='delegation',
             name='decision_comment',
-            field=models.TextField(blank=True, help_text="The approver's comment, shown to the human."),
+            field=models.TextField(blank=True, help_text="The approver's comment, or why the request ended; shown to the human."),
         ),
         migrations.AddField(
             model_name='delegation',

@@ -1,4 +1,5 @@
-"""``manage.py load_demo``: the demo of ``make run``: an admin, a demo human and the demo policy.
+"""``manage.py load_demo``: the demo of ``make run``: an admin, an approver, an auditor, a demo
+human and the demo policy.
 
 Safe to run again: existing users keep their passwords, and the policy is applied idempotently.
 """
@@ -12,16 +13,25 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from console.roles import Role, assign_role
 from policies.policy_file import PolicyError, apply, read_policy_file
 
 DEMO_POLICY = Path(settings.BASE_DIR) / "examples" / "demo-policy.yaml"
 DEMO_SERVER = "calendar"
-# (username, superuser?, what the user is for)
-DEMO_USERS = [("admin", True, "console admin"), ("alice", False, "demo human")]
+# (username, console role ("superuser", a Role or None for an end user), what the user is for)
+DEMO_USERS = [
+    ("admin", "superuser", "console admin"),
+    ("approver", Role.APPROVER, "approves delegations"),
+    ("auditor", Role.COMPLIANCE_AUDITOR, "compliance auditor"),
+    ("alice", None, "demo human"),
+]
 
 
 class Command(BaseCommand):
-    help = "Load the demo: users admin and alice (passwords printed once) and examples/demo-policy.yaml."
+    help = (
+        "Load the demo: users admin, approver, auditor and alice (passwords printed once) and "
+        "examples/demo-policy.yaml."
+    )
 
     def handle(self, *args, **options) -> None:
         env_file = Path(settings.VAR_DIR) / "demo-calendar-server.env"
@@ -60,16 +70,18 @@ class Command(BaseCommand):
             f"MCP_SERVER_CLIENT_SECRET={credentials['client_secret']} python examples/calendar_server.py"
         )
 
-    def ensure_user(self, username: str, superuser: bool, role: str) -> str:
+    def ensure_user(self, username: str, role: str | Role | None, purpose: str) -> str:
         User = get_user_model()
         if User.objects.filter(**{User.USERNAME_FIELD: username}).exists():
-            return f"User {username} ({role}) already exists; left unchanged."
+            return f"User {username} ({purpose}) already exists; left unchanged."
         password = secrets.token_urlsafe(12)
-        if superuser:
+        if role == "superuser":
             User.objects.create_superuser(username, email="", password=password)
         else:
-            User.objects.create_user(username, password=password)
-        return f"Created user {username} ({role}) with password: {password}"
+            user = User.objects.create_user(username, password=password)
+            if role is not None:
+                assign_role(user, role)
+        return f"Created user {username} ({purpose}) with password: {password}"
 
 
 def write_env_file(path: Path, credentials: dict[str, str]) -> None:
