@@ -527,8 +527,34 @@ class DelegationAdmin(ModelAdmin):
 # --- Policies ----------------------------------------------------------------------------------
 
 
+class DelegationPolicyForm(forms.ModelForm):
+    class Meta:
+        model = DelegationPolicy
+        fields = [
+            "group",
+            "name",
+            "agents",
+            "may_delegate",
+            "approval_risk",
+            "approval_required",
+            "max_delegation_lifetime",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        errors = DelegationPolicy.scope_errors(
+            cleaned.get("may_delegate") or [],
+            cleaned.get("approval_required") or [],
+            cleaned.get("agents") or [],
+        )
+        for field, field_errors in errors.items():
+            self.add_error(field, field_errors)
+        return cleaned
+
+
 @admin.register(DelegationPolicy)
 class DelegationPolicyAdmin(ModelAdmin):
+    form = DelegationPolicyForm
     list_display = ["group", "name", "approval_risk", "max_delegation_lifetime", "scope_count"]
     list_filter = ["group", "approval_risk"]
     search_fields = ["group__name", "name"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -243,7 +244,9 @@ class Delegation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided = models.DateTimeField(null=True, blank=True, help_text="When it was approved or denied.")
-    decision_comment = models.TextField(blank=True, help_text="The approver's comment, or why the request ended; shown to the human.")
+    decision_comment = models.TextField(
+        blank=True, help_text="The approver's comment, or why the request ended; shown to the human."
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
     expires = models.DateTimeField(null=True, blank=True)
@@ -349,6 +352,30 @@ class DelegationPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy of {self.group.name}" + (f": {self.name}" if self.name else "")
+
+    @staticmethod
+    def scope_errors(
+        may_delegate: Iterable[ToolAction], approval_required: Iterable[ToolAction], agents: Iterable[Agent]
+    ) -> dict[str, list[str]]:
+        """What would make a policy with these many-to-many values inconsistent (field -> messages).
+
+        Many-to-many values are not there yet when ``clean()`` runs, so the admin form and the API
+        serializer call this with the values about to be saved.
+        """
+        may_delegate = set(may_delegate)
+        errors: dict[str, list[str]] = {}
+        unlisted = sorted(f"{a.tool.server.name}: {a.scope}" for a in set(approval_required) - may_delegate)
+        if unlisted:
+            errors["approval_required"] = [f"Not in may_delegate, so never asked for: {', '.join(unlisted)}."]
+        above = sorted(
+            f"{action.tool.server.name}: {action.scope} (agent {agent.client_id})"
+            for agent in agents
+            if agent.has_scope_ceiling
+            for action in may_delegate - set(agent.scope_ceiling.all())
+        )
+        if above:
+            errors["may_delegate"] = [f"Above the agent's scope ceiling: {', '.join(above)}."]
+        return errors
 
 
 class PolicySetting(models.Model):

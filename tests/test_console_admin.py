@@ -13,7 +13,16 @@ from mcp.server.mcpserver import MCPServer
 from audit.events import record
 from audit.models import AuditEvent
 from console.roles import Role, assign_role
-from policies.models import AccessToken, Agent, Delegation, DelegationPolicy, McpServer, PolicySetting, Tool
+from policies.models import (
+    AccessToken,
+    Agent,
+    Delegation,
+    DelegationPolicy,
+    McpServer,
+    PolicySetting,
+    Tool,
+    ToolAction,
+)
 from policies.services import delegate
 from tests.conftest import OAuthDriver, allow_delegation, introspect
 from tests.live_mcp import serving
@@ -447,6 +456,25 @@ def test_a_second_main_policy_for_the_same_group_is_refused(admin_client_, alice
     assert response.status_code == 200
     assert "already exists" in response.content.decode()
     assert DelegationPolicy.objects.filter(group=policy.group).count() == 1
+
+
+def test_policy_scopes_above_a_named_agents_ceiling_are_refused_and_change_nothing(
+    admin_client_, alice, agent
+):
+    agent.has_scope_ceiling = True
+    agent.save()
+    agent.scope_ceiling.set([ToolAction.objects.get(tool__name="list_events")])
+    write = ToolAction.objects.get(tool__name="create_event")
+    group = DelegationPolicy.objects.get(group__name="staff").group
+
+    response = admin_client_.post(
+        "/admin/policies/delegationpolicy/add/",
+        {"group": group.pk, "name": "research", "agents": [agent.pk], "may_delegate": [write.pk]},
+    )
+
+    assert response.status_code == 200
+    assert "Above the agent&#x27;s scope ceiling: calendar: create_event:write" in response.content.decode()
+    assert not DelegationPolicy.objects.filter(name="research").exists()
 
 
 def test_an_unknown_policy_setting_value_is_refused(admin_client_):

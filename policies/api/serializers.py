@@ -236,20 +236,11 @@ class PolicySerializer(serializers.ModelSerializer):
         extra_kwargs = {"max_delegation_lifetime": {"min_value": 1}}
 
     def validate(self, attrs: dict) -> dict:
-        may_delegate = set(self._current(attrs, "may_delegate"))
-        approval = self._current(attrs, "approval_required")
-        errors: dict[str, list[str]] = {}
-        unlisted = sorted(f"{a.tool.server.name}: {a.scope}" for a in set(approval) - may_delegate)
-        if unlisted:
-            errors["approval_required"] = [f"Not in may_delegate, so never asked for: {', '.join(unlisted)}."]
-        agents = self._current(attrs, "agents")
-        above = []
-        for agent in agents:
-            if agent.has_scope_ceiling:
-                beyond = may_delegate - set(agent.scope_ceiling.all())
-                above += [f"{a.tool.server.name}: {a.scope} (agent {agent.client_id})" for a in beyond]
-        if above:
-            errors["may_delegate"] = [f"Above the agent's scope ceiling: {', '.join(sorted(above))}."]
+        errors = DelegationPolicy.scope_errors(
+            self._current(attrs, "may_delegate"),
+            self._current(attrs, "approval_required"),
+            self._current(attrs, "agents"),
+        )
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
