@@ -37,17 +37,22 @@ def track_console_changes() -> None:
     Secrets and hashes are left out of the diffs; so are the timestamps that change on use
     (a delegation's last use, a tool's last import), which are not console changes.
     """
-    user_model = get_user_model()
-    auditlog.register(McpServer, exclude_fields=["secret_hash"])
-    auditlog.register(Tool, exclude_fields=["last_seen"])
-    auditlog.register(ToolAction)
-    auditlog.register(Agent, exclude_fields=["client_secret", "updated"], m2m_fields={"scope_ceiling"})
-    auditlog.register(Delegation, exclude_fields=["last_used", "updated"])
-    auditlog.register(DelegationPolicy, m2m_fields={"agents", "may_delegate", "approval_required"})
-    auditlog.register(PolicySetting)
-    auditlog.register(user_model, exclude_fields=["password", "last_login"], m2m_fields={"groups"})
-    auditlog.register(Group, m2m_fields={"permissions"})
-    auditlog.register(LegalHold)
+    _register(McpServer, exclude=["secret_hash"])
+    _register(Tool, exclude=["last_seen"])
+    _register(ToolAction)
+    _register(Agent, exclude=["client_secret", "updated"], m2m=["scope_ceiling"])
+    _register(Delegation, exclude=["last_used", "updated"])
+    _register(DelegationPolicy, m2m=["agents", "may_delegate", "approval_required"])
+    _register(PolicySetting)
+    _register(get_user_model(), exclude=["password", "last_login"], m2m=["groups"])
+    _register(Group, m2m=["permissions"])
+    _register(LegalHold)
+
+
+def _register(model: type, exclude: list[str] = (), m2m: list[str] = ()) -> None:
+    # auditlog diffs reverse relations too, and can only print them as "<Model>.None": leave them out.
+    reverse = [field.name for field in model._meta.get_fields() if field.auto_created and not field.concrete]
+    auditlog.register(model, exclude_fields=[*exclude, *reverse], m2m_fields=set(m2m))
 
 
 @receiver(post_save, sender=LogEntry, dispatch_uid="audit.console_change")

@@ -74,6 +74,8 @@ def test_an_admin_change_is_recorded_with_the_acting_admin_and_the_diff(admin_us
     assert event.detail["action"] == "create"
     assert event.detail["object_pk"] == str(group.pk)
     assert event.detail["changes"]["name"] == ["None", "Night shift"]
+    # Only the group's own fields: no reverse relations printed as "<Model>.None".
+    assert set(event.detail["changes"]) == {"id", "name"}
     assert event.detail["log_entry_id"] == entry.pk
     assert event.client_ip == "127.0.0.1"
 
