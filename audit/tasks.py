@@ -33,3 +33,11 @@ def ensure_audit_partitions() -> list[str]:
     from audit.partitions import ensure_partitions
 
     return ensure_partitions()
+
+
+@shared_task(ignore_result=True)
+def expire_audit_export_files() -> int:
+    """Delete export files older than AUDIT_EXPORT_KEEP_HOURS; jobs and manifests stay (audit.export.jobs)."""
+    from audit.export.jobs import expire_export_files
+
+    return expire_export_files()

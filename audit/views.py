@@ -7,6 +7,7 @@ one download endpoint, with one permission check, for the browser and for script
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.decorators import permission_required
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,7 +15,7 @@ from django.urls import reverse
 from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
 from audit.export import EventFilterForm, ExportError
-from audit.export.jobs import start_export
+from audit.export.jobs import file_expired, start_export
 from audit.models import AuditExport
 
 EXPORT_PERMISSION = "audit.export_auditevent"
@@ -60,7 +61,10 @@ def export_new(request):
 
 @permission_required(EXPORT_PERMISSION, raise_exception=True)
 def export_progress(request, pk):
-    """The job's progress bar, which polls the job's status until the file can be downloaded."""
+    """The job's progress bar, which polls the job's status until the file can be downloaded.
+
+    Once the file expired the page says so (rendered here, and by the poll) instead of a link.
+    """
     job = get_object_or_404(AuditExport, pk=pk)
     return _page(
         request,
@@ -69,6 +73,8 @@ def export_progress(request, pk):
             "job": job,
             "title": f"Audit export ({FORMAT_LABELS[job.format]})",
             "status_url": reverse("audit-export-job", args=[job.pk]),
+            "expired": file_expired(job),
+            "keep_hours": settings.AUDIT_EXPORT_KEEP_HOURS,
         },
     )
 

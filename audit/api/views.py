@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
@@ -30,7 +30,7 @@ from audit.export import (
     record_export,
     stream_export,
 )
-from audit.export.jobs import open_export_file, start_export
+from audit.export.jobs import ExportFileGone, file_expired, open_export_file, start_export
 from audit.models import AuditEvent, AuditExport
 
 FILTER_PARAMETERS = [
@@ -108,8 +108,15 @@ class EventExport(FormatFromQuery):
         return response
 
 
+class ExportExpired(APIException):
+    status_code = status.HTTP_410_GONE
+    default_detail = "The export file has expired and was deleted; the job's manifest remains."
+    default_code = "export_expired"
+
+
 class AuditExportSerializer(serializers.ModelSerializer):
     download = serializers.SerializerMethodField()
+    expired = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -126,6 +133,7 @@ class AuditExportSerializer(serializers.ModelSerializer):
             "finished",
             "manifest",
             "error",
+            "expired",
             "download",
         ]
 
@@ -135,8 +143,12 @@ class AuditExportSerializer(serializers.ModelSerializer):
             return 1.0
         return min(job.rows_written / job.rows_total, 1.0) if job.rows_total else 0.0
 
+    def get_expired(self, job: AuditExport) -> bool:
+        """True once the file was deleted (AUDIT_EXPORT_KEEP_HOURS after the job finished)."""
+        return file_expired(job)
+
     def get_download(self, job: AuditExport) -> str | None:
-        if job.status != AuditExport.Status.DONE:
+        if job.status != AuditExport.Status.DONE or file_expired(job):
             return None
         return reverse("audit-export-download", args=[job.pk], request=self.context.get("request"))
 
@@ -176,15 +188,19 @@ class ExportJob(generics.RetrieveAPIView):
 
 
 class ExportDownload(APIView):
-    """The finished job's file."""
+    """The finished job's file; 410 Gone once it expired."""
 
     permission_classes = [IsAuthenticated, CanExportEvents]
 
-    @extend_schema(responses={200: OpenApiTypes.BINARY})
+    @extend_schema(responses={200: OpenApiTypes.BINARY, 410: OpenApiTypes.OBJECT})
     def get(self, request, pk):
         job = get_object_or_404(AuditExport, pk=pk, status=AuditExport.Status.DONE)
+        try:
+            file = open_export_file(job)
+        except ExportFileGone as error:
+            raise ExportExpired() from error
         response = FileResponse(
-            open_export_file(job),
+            file,
             as_attachment=True,
             filename=file_name(job.format, job.finished),
             content_type=CONTENT_TYPES[job.format],

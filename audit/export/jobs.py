@@ -1,7 +1,9 @@
 """Export jobs: large exports run in a Celery worker, with progress, and a file to download.
 
 The file goes to ``default_storage`` under ``AUDIT_EXPORT["PREFIX"]``; it is written to a local
-temporary file first, so a failed job leaves no half-written export behind.
+temporary file first, so a failed job leaves no half-written export behind. The file is a copy of
+the trail, so it is deleted ``AUDIT_EXPORT_KEEP_HOURS`` after the job finished; the job row and its
+manifest stay as the record of what was exported (an expired job is done with no ``file_path``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +20,17 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from audit.events import record
 from audit.export import ExportRun, check_format, export_events, filters_as_json, parse_filters, record_export
 from audit.models import AuditExport
 
 logger = logging.getLogger(__name__)
+
+EXPIRED_EVENT = "audit.export_expired"
+
+
+class ExportFileGone(Exception):
+    """The job's file was deleted after AUDIT_EXPORT_KEEP_HOURS (or is missing from storage)."""
 
 
 def start_export(filters: Mapping[str, Any], fmt: str, *, by) -> AuditExport:
@@ -79,6 +89,54 @@ def _update(job: AuditExport, **fields: Any) -> None:
     AuditExport.objects.filter(pk=job.pk).update(**fields)
 
 
+def file_expired(job: AuditExport) -> bool:
+    """A done job whose file was deleted: only its manifest remains."""
+    return job.status == AuditExport.Status.DONE and not job.file_path
+
+
 def open_export_file(job: AuditExport):
-    """The finished job's file, opened for reading (binary)."""
-    return default_storage.open(job.file_path, "rb")
+    """The finished job's file, opened for reading (binary); ExportFileGone once it expired."""
+    if file_expired(job):
+        raise ExportFileGone(job.pk)
+    try:
+        return default_storage.open(job.file_path, "rb")
+    except FileNotFoundError as error:
+        # Between expire_export_files deleting the file and clearing file_path.
+        raise ExportFileGone(job.pk) from error
+
+
+def expire_export_files() -> int:
+    """Delete the files of jobs finished more than AUDIT_EXPORT_KEEP_HOURS ago; return how many.
+
+    One transaction per job: the file is deleted, ``file_path`` cleared and an audit event recorded.
+    If the transaction fails after the delete, the next run finds the path set and finishes the job
+    (deleting a missing file is a no-op), so every deleted file ends with its event.
+    """
+    cutoff = timezone.now() - timedelta(hours=settings.AUDIT_EXPORT_KEEP_HOURS)
+    done = AuditExport.objects.filter(status=AuditExport.Status.DONE)
+    old = done.filter(finished__lt=cutoff).exclude(file_path="")
+    expired = 0
+    for job_id in old.values_list("pk", flat=True):
+        with transaction.atomic():
+            # skip_locked: a second run at the same time leaves this job to the first.
+            job = old.select_for_update(skip_locked=True).filter(pk=job_id).first()
+            if job is None:
+                continue
+            path = job.file_path
+            default_storage.delete(path)
+            _update(job, file_path="")
+            record(
+                EXPIRED_EVENT,
+                outcome="allow",
+                detail={
+                    "job": str(job.pk),
+                    "file": path,
+                    "format": job.format,
+                    "rows": job.manifest.get("rows"),
+                    "sha256": job.manifest.get("sha256"),
+                    "finished": job.finished.isoformat(),
+                    "keep_hours": settings.AUDIT_EXPORT_KEEP_HOURS,
+                },
+            )
+        expired += 1
+    return expired
