@@ -72,9 +72,8 @@ def record_console_change(sender, instance: LogEntry, created: bool, raw: bool =
         "changes": entry.changes_dict,
         "log_entry_id": entry.pk,
     }
-    if entry.remote_addr:
-        detail["remote_addr"] = entry.remote_addr
     subjects = _subjects(entry.content_type.model_class(), entry.object_pk)
+    # The event's client_ip comes from the request metadata (TRUSTED_PROXIES), not from auditlog.
     record("console.change", outcome="allow", actor=entry.actor, detail=detail, **subjects)
 
 

@@ -22,7 +22,10 @@ def daily_counts(
     """Events of ``event_types`` per UTC day over the last ``days`` days, oldest first, zero days included."""
     today = timezone.now().date()
     first = today - datetime.timedelta(days=days - 1)
-    events = AuditEvent.objects.filter(event_type__in=list(event_types), occurred__date__gte=first)
+    # A plain range on `occurred` (not __date, which casts the column) lets PostgreSQL skip the
+    # monthly partitions outside it.
+    since = datetime.datetime.combine(first, datetime.time.min, tzinfo=datetime.UTC)
+    events = AuditEvent.objects.filter(event_type__in=list(event_types), occurred__gte=since)
     if outcome is not None:
         events = events.filter(outcome=outcome)
     per_day = dict(
@@ -37,4 +40,5 @@ def daily_counts(
 
 def recent_denials(limit: int = 10) -> list[AuditEvent]:
     """The latest denied events, with who, which agent, which server and tool, and why."""
-    return list(AuditEvent.objects.filter(outcome=AuditEvent.Outcome.DENY).order_by("-id")[:limit])
+    # By time, not id: the (outcome, occurred) index answers it from the newest partitions.
+    return list(AuditEvent.objects.filter(outcome=AuditEvent.Outcome.DENY).order_by("-occurred")[:limit])

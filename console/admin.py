@@ -8,7 +8,8 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
-from django.http import HttpRequest
+from django.db.models import Model
+from django.http import Http404, HttpRequest
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -17,7 +18,24 @@ from unfold.decorators import action, display
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
 from audit.links import events_url
+from console.roles import Role
+from policies.api.base import REVOKE_PERMISSION
 from policies.services import revoke_human_delegations
+
+
+def object_or_404(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> Model:
+    """The object a detail action's URL names; an id that is unknown or malformed is a 404, not a 500."""
+    obj = model_admin.get_object(request, object_id)
+    if obj is None:
+        raise Http404(f"No such {model_admin.model._meta.verbose_name}.")
+    return obj
+
+
+class RevokeActions:
+    """For admins with revoke actions: revoking ends delegations, whichever list it starts from."""
+
+    def has_revoke_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perms(REVOKE_PERMISSION)
 
 
 def admin_page(
@@ -77,7 +95,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(User)
-class PersonAdmin(BaseUserAdmin, ModelAdmin):
+class PersonAdmin(RevokeActions, BaseUserAdmin, ModelAdmin):
     """People: the humans agents act for, and the console's staff."""
 
     form = UserChangeForm
@@ -110,7 +128,7 @@ class PersonAdmin(BaseUserAdmin, ModelAdmin):
 
     @action(description="Revoke all delegations", url_path="revoke-delegations", permissions=["revoke"])
     def revoke_all_delegations_of_person(self, request, object_id):
-        user = self.get_object(request, object_id)
+        user = object_or_404(self, request, object_id)
         change_url = request.path.rsplit("revoke-delegations", 1)[0]
         if request.method != "POST" or request.POST.get("confirm") != "yes":
             return confirm_page(
@@ -130,10 +148,27 @@ class PersonAdmin(BaseUserAdmin, ModelAdmin):
         self.message_user(request, f"Revoked {count} delegation(s) of {user.username}.", messages.SUCCESS)
         return redirect(change_url)
 
-    def has_revoke_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("policies.change_delegation")
+    # Superuser status and raw permissions are a superuser's to give: a security admin assigns
+    # console roles (groups) only, and so cannot make anyone, themselves included, more than that.
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += ["is_superuser", "user_permissions"]
+        return readonly
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Nor take over a superuser's account (its password, its email, its groups).
+        if isinstance(obj, User) and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 @admin.register(Group)
 class GroupAdmin(BaseGroupAdmin, ModelAdmin):
-    pass
+    def get_readonly_fields(self, request, obj=None):
+        # Role groups' permissions are console.roles' table (ensure_roles); other groups only say who
+        # may delegate, so only a superuser gives a group raw permissions.
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser or (obj is not None and obj.name in {role.value for role in Role}):
+            readonly.append("permissions")
+        return readonly

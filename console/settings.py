@@ -75,6 +75,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "console.middleware.RejectNulMiddleware",
     # Client address, user agent and correlation id for every audit event of the request.
     "audit.middleware.RequestMetadataMiddleware",
     # Serves the admin's static files under gunicorn, with no proxy configuration.
@@ -384,10 +385,22 @@ UNFOLD = {
 # default_storage (MEDIA_ROOT, which nothing else uses, defaults to var/media).
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 AUDIT_EXPORT = {"CHUNK_SIZE": int(os.environ.get("AUDIT_EXPORT_CHUNK_SIZE", 2000)), "PREFIX": "exports/"}
+# Export files are copies of the trail: deleted this many hours after the job finished (the job
+# and its manifest stay); the hourly beat task does it, so a file lives up to an hour longer.
+AUDIT_EXPORT_KEEP_HOURS = float(os.environ.get("AUDIT_EXPORT_KEEP_HOURS", 24))
+if AUDIT_EXPORT_KEEP_HOURS < 0:
+    raise ImproperlyConfigured("AUDIT_EXPORT_KEEP_HOURS must not be negative.")
+CELERY_BEAT_SCHEDULE["expire-audit-export-files"] = {
+    "task": "audit.tasks.expire_audit_export_files",
+    "schedule": 3600.0,
+}
 
 # --- Audit trail integrity (audit.chain, audit.retention, audit.partitions; docs/AUDIT.md) -------
 # Reverse proxies (CIDRs) whose X-Forwarded-For is believed when they are the peer.
 AUDIT_TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# django-auditlog would believe the left-most X-Forwarded-For of anyone (and fail on a malformed
+# one); the audit events' client_ip already follows TRUSTED_PROXIES.
+AUDITLOG_DISABLE_REMOTE_ADDR = True
 try:
     for _cidr in AUDIT_TRUSTED_PROXIES:
         ipaddress.ip_network(_cidr, strict=False)

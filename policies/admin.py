@@ -17,7 +17,14 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import action, display
 from unfold.widgets import UnfoldAdminPasswordWidget, UnfoldAdminTextareaWidget
 
-from console.admin import action_selection, admin_page, confirm_page, events_link
+from console.admin import (
+    RevokeActions,
+    action_selection,
+    admin_page,
+    confirm_page,
+    events_link,
+    object_or_404,
+)
 from policies.models import (
     AccessToken,
     Agent,
@@ -44,7 +51,7 @@ from policies.services import (
     rotate_server_credentials,
     set_agent_status,
 )
-from policies.tool_import import ToolImportError, import_tools
+from policies.tool_import import IMPORT_PERMISSIONS, ToolImportError, import_tools
 
 LIVE = [Delegation.Status.APPROVED, Delegation.Status.PENDING]
 
@@ -95,7 +102,7 @@ class ImportToolsForm(forms.Form):
 
 
 @admin.register(McpServer)
-class McpServerAdmin(ModelAdmin):
+class McpServerAdmin(RevokeActions, ModelAdmin):
     form = McpServerForm
     list_display = ["name", "resource", "active", "tool_count", "tools_imported", "client_id"]
     list_filter = ["active"]
@@ -139,9 +146,11 @@ class McpServerAdmin(ModelAdmin):
             server_url=change_url(server),
         )
 
-    @action(description="Import tools", url_path="import-tools", permissions=["change"], icon="download")
+    @action(
+        description="Import tools", url_path="import-tools", permissions=["import_tools"], icon="download"
+    )
     def import_tools_page(self, request, object_id):
-        server = self.get_object(request, object_id)
+        server = object_or_404(self, request, object_id)
         form = ImportToolsForm(request.POST or None)
         context = {"server": server, "form": form, "server_url": change_url(server)}
         if request.method == "POST" and form.is_valid():
@@ -165,7 +174,7 @@ class McpServerAdmin(ModelAdmin):
         description="Rotate credentials", url_path="rotate-credentials", permissions=["change"], icon="key"
     )
     def rotate_credentials(self, request, object_id):
-        server = self.get_object(request, object_id)
+        server = object_or_404(self, request, object_id)
         if request.method != "POST" or request.POST.get("confirm") != "yes":
             return confirm_page(
                 self,
@@ -186,7 +195,7 @@ class McpServerAdmin(ModelAdmin):
         description="Revoke everything", url_path="revoke-everything", permissions=["revoke"], icon="block"
     )
     def revoke_everything(self, request, object_id):
-        server = self.get_object(request, object_id)
+        server = object_or_404(self, request, object_id)
         return self._revoke_servers(request, [server], hidden=None, cancel=change_url(server))
 
     @admin.action(description="Revoke everything bound to the selected servers", permissions=["revoke"])
@@ -219,8 +228,9 @@ class McpServerAdmin(ModelAdmin):
         self.message_user(request, f"Revoked {count} delegation(s) and their tokens.", messages.SUCCESS)
         return redirect(cancel) if hidden is None else None
 
-    def has_revoke_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("policies.change_delegation")
+    def has_import_tools_permission(self, request, obj=None) -> bool:
+        # A method, not the dotted names: see has_approve_permission.
+        return request.user.has_perms(IMPORT_PERMISSIONS)
 
 
 class ToolActionInline(TabularInline):
@@ -275,7 +285,7 @@ class AgentForm(forms.ModelForm):
 
 
 @admin.register(Agent)
-class AgentAdmin(ModelAdmin):
+class AgentAdmin(RevokeActions, ModelAdmin):
     form = AgentForm
     list_display = ["name", "client_id", "status", "registration_source", "user", "team", "created", "events"]
     list_filter = ["status", "registration_source", "client_type", "team"]
@@ -324,11 +334,11 @@ class AgentAdmin(ModelAdmin):
     def events(self, obj: Agent) -> str:
         return events_link(agent=obj.client_id)
 
-    def _set_status(self, request, agents, status: str, verb: str) -> None:
+    def _set_status(self, request, agents, status: str, verb: str, only_from: str | None = None) -> None:
         done, refused = [], []
         for agent in agents:
             try:
-                set_agent_status(agent, status, by=request.user)
+                set_agent_status(agent, status, by=request.user, only_from=only_from)
                 done.append(agent.name)
             except AgentStatusError as error:
                 refused.append(f"{agent.name}: {error}")
@@ -339,7 +349,7 @@ class AgentAdmin(ModelAdmin):
 
     @admin.action(description="Approve the selected agents", permissions=["change"])
     def approve(self, request, queryset):
-        self._set_status(request, queryset, Agent.Status.ACTIVE, "Approved")
+        self._set_status(request, queryset, Agent.Status.ACTIVE, "Approved", Agent.Status.PENDING)
 
     @admin.action(description="Suspend the selected agents", permissions=["change"])
     def suspend(self, request, queryset):
@@ -347,7 +357,7 @@ class AgentAdmin(ModelAdmin):
 
     @admin.action(description="Reactivate the selected agents", permissions=["change"])
     def reactivate(self, request, queryset):
-        self._set_status(request, queryset, Agent.Status.ACTIVE, "Reactivated")
+        self._set_status(request, queryset, Agent.Status.ACTIVE, "Reactivated", Agent.Status.SUSPENDED)
 
     @admin.action(description="Revoke all tokens of the selected agents", permissions=["revoke"])
     def revoke_tokens(self, request, queryset):
@@ -360,7 +370,9 @@ class AgentAdmin(ModelAdmin):
 
     @action(description="Approve", url_path="approve", permissions=["change"], icon="check")
     def approve_agent(self, request, object_id):
-        return self._status_page(request, object_id, Agent.Status.ACTIVE, "Approve", "Approved")
+        return self._status_page(
+            request, object_id, Agent.Status.ACTIVE, "Approve", "Approved", Agent.Status.PENDING
+        )
 
     @action(description="Suspend", url_path="suspend", permissions=["change"], icon="pause")
     def suspend_agent(self, request, object_id):
@@ -368,12 +380,16 @@ class AgentAdmin(ModelAdmin):
 
     @action(description="Reactivate", url_path="reactivate", permissions=["change"], icon="play_arrow")
     def reactivate_agent(self, request, object_id):
-        return self._status_page(request, object_id, Agent.Status.ACTIVE, "Reactivate", "Reactivated")
+        return self._status_page(
+            request, object_id, Agent.Status.ACTIVE, "Reactivate", "Reactivated", Agent.Status.SUSPENDED
+        )
 
-    def _status_page(self, request, object_id, status: str, button: str, verb: str):
-        agent = self.get_object(request, object_id)
+    def _status_page(
+        self, request, object_id, status: str, button: str, verb: str, only_from: str | None = None
+    ):
+        agent = object_or_404(self, request, object_id)
         if request.method == "POST" and request.POST.get("confirm") == "yes":
-            self._set_status(request, [agent], status, verb)
+            self._set_status(request, [agent], status, verb, only_from)
             return redirect(change_url(agent))
         return confirm_page(
             self,
@@ -387,7 +403,7 @@ class AgentAdmin(ModelAdmin):
 
     @action(description="Revoke all tokens", url_path="revoke-tokens", permissions=["revoke"], icon="block")
     def revoke_agent_tokens_page(self, request, object_id):
-        agent = self.get_object(request, object_id)
+        agent = object_or_404(self, request, object_id)
         return self._revoke_agents(request, [agent], hidden=None, cancel=change_url(agent))
 
     def _revoke_agents(self, request, agents: list[Agent], *, hidden, cancel: str):
@@ -410,9 +426,6 @@ class AgentAdmin(ModelAdmin):
         count = sum(revoke_agent_tokens(agent, by=request.user) for agent in agents)
         self.message_user(request, f"Revoked {count} delegation(s) and their tokens.", messages.SUCCESS)
         return redirect(cancel) if hidden is None else None
-
-    def has_revoke_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("policies.change_delegation")
 
 
 STATUS_EFFECTS = {
@@ -483,14 +496,12 @@ class DelegationAdmin(ModelAdmin):
         icon="gavel",
     )
     def decide_page(self, request, object_id):
-        delegation = self.get_object(request, object_id)
+        delegation = object_or_404(self, request, object_id)
         form = DecisionForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             comment = form.cleaned_data["comment"]
             try:
                 if "deny" in request.POST:
-                    if not comment:
-                        raise DelegationStateError("Say why in the comment: the human reads it.")
                     deny_delegation(delegation, by=request.user, comment=comment)
                     self.message_user(request, f"Denied: {delegation}.", messages.SUCCESS)
                 else:

@@ -57,6 +57,9 @@ def _pending(delegation: Delegation) -> Delegation:
 def approve_delegation(delegation: Delegation, *, by: AbstractBaseUser, comment: str = "") -> Delegation:
     """Approve a pending delegation, within what the policy allows now; it replaces the approved one."""
     delegation = _pending(delegation)
+    if by is not None and by.pk == delegation.human_id:
+        # Four eyes: the approval exists because the human alone may not grant this.
+        raise DelegationStateError("You cannot approve your own request: another approver must decide.")
     decision = decide(
         agent=delegation.agent, server=delegation.server, human=delegation.human, scopes=delegation.scopes
     )

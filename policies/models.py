@@ -17,7 +17,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
-from django.utils import timezone
 from oauth2_provider.models import (
     AbstractAccessToken,
     AbstractApplication,
@@ -274,9 +273,6 @@ class Delegation(models.Model):
     @property
     def scopes(self) -> set[str]:
         return scopes_of(self.scope)
-
-    def is_live(self) -> bool:
-        return self.status == self.Status.APPROVED and (self.expires is None or self.expires > timezone.now())
 
 
 class Grant(AbstractGrant):

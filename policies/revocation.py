@@ -93,6 +93,11 @@ def revoke_token(token: AccessToken | RefreshToken, *, by: AbstractBaseUser | No
 
     The delegation stays: the agent may get a new token through it, unless it is revoked too.
     """
+    if isinstance(token, RefreshToken):
+        # Locked, so that of two revocations at once only one records it.
+        token = RefreshToken.objects.select_for_update().get(pk=token.pk)
+        if token.revoked is not None:
+            return  # revoked (and recorded) before; its access token went with it
     if isinstance(token, AccessToken):
         access, refresh = token, RefreshToken.objects.filter(access_token=token, revoked__isnull=True).first()
     else:

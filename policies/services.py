@@ -166,13 +166,21 @@ AGENT_TRANSITIONS = {
 
 
 @transaction.atomic
-def set_agent_status(agent: Agent, status: str, *, by: AbstractBaseUser | None) -> Agent:
+def set_agent_status(
+    agent: Agent, status: str, *, by: AbstractBaseUser | None, only_from: str | None = None
+) -> Agent:
     """Approve a pending agent, suspend one, or reactivate a suspended one.
 
+    ``only_from`` is the status the caller's action promises to start from: "approve" passes
+    pending, so it never reactivates a suspended agent, and "reactivate" never approves a pending one.
     A suspended agent's tokens stay stored but every introspection answers inactive, so
     reactivating it restores its integrations; revoke them to end them for good.
     """
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if only_from is not None and agent.status != only_from:
+        raise AgentStatusError(
+            f"The agent is {agent.status}; this action applies to {only_from} agents only."
+        )
     if agent.status == status:
         return agent
     event = AGENT_TRANSITIONS.get((agent.status, status))

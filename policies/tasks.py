@@ -23,7 +23,7 @@ def notify_approvers(delegation_id: int) -> int:
     if delegation is None or not recipients:
         return 0
     agent = delegation.agent.name or delegation.agent.client_id
-    link = settings.ISSUER + reverse("admin:policies_delegation_change", args=[delegation.pk])
+    link = settings.ISSUER + reverse("admin:policies_delegation_decide_page", args=[delegation.pk])
     body = (
         f"{delegation.human.get_username()} asks to let the agent {agent}"
         f" act on {delegation.server.name} with: {', '.join(sorted(delegation.scopes))}.\n\n"

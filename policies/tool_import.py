@@ -39,6 +39,8 @@ LIST_TIMEOUT_SECONDS = 20
 # A server that keeps returning cursors must not keep the admin's request forever.
 MAX_PAGES = 100
 NAME_LENGTH = Tool._meta.get_field("name").max_length
+# What an import needs at every door: it changes the server and adds and changes its tools.
+IMPORT_PERMISSIONS = ["policies.change_mcpserver", "policies.add_tool", "policies.change_tool"]
 
 
 class ToolImportError(Exception):
@@ -78,7 +80,8 @@ def list_server_tools(resource: str, token: str | None = None) -> list[ListedToo
         return asyncio.run(_list_tools(resource, token, statuses))
     except ToolImportError:
         raise
-    except BaseException as error:  # the SDK raises ExceptionGroups from its task group
+    # The SDK raises ExceptionGroups from its task group; KeyboardInterrupt and the like propagate.
+    except (Exception, BaseExceptionGroup) as error:
         raise ToolImportError(_explain(error, resource, statuses)) from None
 
 

@@ -135,6 +135,21 @@ def test_redirect_uris_follow_the_agent_rules(admin_api, db):
     assert not Agent.objects.filter(name="Sloppy").exists()
 
 
+def test_the_api_gives_no_group_permissions_and_no_human_superuser_status(admin_api, alice):
+    approvers = Group.objects.get(name=Role.APPROVER.value)
+    before = set(approvers.permissions.values_list("codename", flat=True))
+    raw = {"permissions": ["auth.delete_user"], "is_superuser": True}
+
+    admin_api.patch(f"/api/groups/{approvers.pk}/", raw, format="json")
+    admin_api.post("/api/groups/", {"name": "backdoor", **raw}, format="json")
+    admin_api.patch("/api/humans/alice/", raw, format="json")
+
+    assert set(approvers.permissions.values_list("codename", flat=True)) == before
+    assert not Group.objects.filter(name="backdoor", permissions__isnull=False).exists()
+    alice.refresh_from_db()
+    assert alice.is_superuser is False and not alice.user_permissions.exists()
+
+
 def test_groups_and_the_registration_setting_are_managed_through_the_api(admin_api, alice):
     group = admin_api.post("/api/groups/", {"name": "researchers", "members": ["alice"]}, format="json")
     setting = admin_api.post(

@@ -169,6 +169,19 @@ def test_only_a_pending_delegation_can_be_decided_and_a_denial_needs_a_comment(
     assert delegation.status == Delegation.Status.APPROVED
 
 
+def test_an_approver_cannot_approve_their_own_request(oauth, calendar, alice, high_risk_needs_approval):
+    ask(oauth, calendar)
+    assign_role(alice, Role.APPROVER)
+    delegation = Delegation.objects.get()
+
+    with pytest.raises(DelegationStateError, match="your own request"):
+        approve_delegation(delegation, by=alice)
+
+    delegation.refresh_from_db()
+    assert delegation.status == Delegation.Status.PENDING
+    assert not AuditEvent.objects.filter(event_type="delegation.approved").exists()
+
+
 def test_approval_grants_only_what_the_policy_allows_now(
     oauth, calendar, approver, high_risk_needs_approval, alice
 ):
@@ -373,7 +386,7 @@ def test_a_real_worker_emails_the_approvers_through_smtp(smtp_inbox, celery_work
     assert recipients == ["approvers@example.com"]
     assert "Research agent" in message["Subject"]
     delegation = Delegation.objects.get()
-    assert f"/admin/policies/delegation/{delegation.pk}/change/" in message.get_payload()
+    assert f"/admin/policies/delegation/{delegation.pk}/decide/" in message.get_payload()
 
 
 @pytest.mark.django_db(transaction=True)

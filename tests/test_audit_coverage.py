@@ -80,6 +80,20 @@ def test_an_admin_change_is_recorded_with_the_acting_admin_and_the_diff(admin_us
     assert event.client_ip == "127.0.0.1"
 
 
+def test_a_console_change_believes_no_forwarded_address_and_survives_a_malformed_one(admin_user):
+    browser = Client()
+    browser.force_login(admin_user)
+
+    spoofed = browser.post("/admin/auth/group/add/", {"name": "Spoofed"}, HTTP_X_FORWARDED_FOR="6.6.6.6")
+    garbled = browser.post("/admin/auth/group/add/", {"name": "Garbled"}, HTTP_X_FORWARDED_FOR="not-an-ip")
+
+    assert (spoofed.status_code, garbled.status_code) == (302, 302)
+    for name in ("Spoofed", "Garbled"):
+        (event,) = changes(detail__object_repr=name)
+        assert event.client_ip == "127.0.0.1"
+        assert "6.6.6.6" not in str(event.detail)
+
+
 def test_a_task_names_its_actor_and_the_change_is_found_by_agent(admin_user, agent):
     with acting_as(admin_user.pk):
         agent.status = Agent.Status.SUSPENDED

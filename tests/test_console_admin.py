@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
+from django.core import mail as outbox
+from django.forms import MultiWidget
 from django.test import Client
 from mcp.server.mcpserver import MCPServer
 
@@ -24,6 +26,7 @@ from policies.models import (
     ToolAction,
 )
 from policies.services import delegate
+from policies.tasks import notify_approvers
 from tests.conftest import OAuthDriver, allow_delegation, introspect
 from tests.live_mcp import serving
 
@@ -283,6 +286,40 @@ def test_a_transition_an_agent_cannot_make_is_a_message_not_an_error(admin_clien
     assert agent.status == Agent.Status.ACTIVE  # approve of an active agent is a no-op
 
 
+def make_agent_in(status: str) -> Agent:
+    return Agent.objects.create(
+        name=f"A {status} agent",
+        client_type="public",
+        authorization_grant_type="authorization-code",
+        status=status,
+    )
+
+
+@pytest.mark.parametrize(
+    "action, status",
+    [("approve", Agent.Status.SUSPENDED), ("reactivate", Agent.Status.PENDING)],
+)
+def test_approve_never_reactivates_and_reactivate_never_approves(admin_client_, action, status):
+    on_page, in_bulk = make_agent_in(status), make_agent_in(status)
+
+    page = admin_client_.post(
+        f"/admin/policies/agent/{on_page.pk}/{action}/", {"confirm": "yes"}, follow=True
+    )
+    bulk = admin_client_.post(
+        "/admin/policies/agent/", {"action": action, "_selected_action": [in_bulk.pk]}, follow=True
+    )
+
+    for response in (page, bulk):
+        assert response.status_code == 200
+        assert f"this action applies to {'pending' if action == 'approve' else 'suspended'} agents only" in (
+            response.content.decode()
+        )
+    for agent in (on_page, in_bulk):
+        agent.refresh_from_db()
+        assert agent.status == status
+    assert not AuditEvent.objects.filter(event_type__in=["agent.approved", "agent.reactivated"]).exists()
+
+
 def test_revoking_an_agents_tokens_asks_then_leaves_other_agents_working(
     admin_client_, oauth, calendar, alice
 ):
@@ -345,7 +382,7 @@ def test_denying_needs_a_comment_and_without_one_nothing_changes(pending):
 
     response = client.post(url, {"comment": "", "deny": "1"})
     assert response.status_code == 200
-    assert "Say why in the comment" in response.content.decode()
+    assert "Say why the delegation is denied: the human sees the comment." in response.content.decode()
     pending.refresh_from_db()
     assert pending.status == "pending"
 
@@ -386,6 +423,15 @@ def test_an_auditor_cannot_approve(pending):
     assert pending.status == "pending"
 
 
+def test_the_approvers_email_links_to_the_decide_page(pending):
+    approver = User.objects.create_user("ann", email="ann@example.com")
+    assign_role(approver, Role.APPROVER)
+
+    assert notify_approvers(pending.pk) == 1
+
+    assert f"http://testserver/admin/policies/delegation/{pending.pk}/decide/" in outbox.outbox[0].body
+
+
 # --- Tokens and people ----------------------------------------------------------------------------
 
 
@@ -423,6 +469,113 @@ def test_revoking_all_delegations_of_a_person_asks_then_revokes_only_theirs(
     bobs.refresh_from_db()
     assert bobs.status == "approved"
     assert "/admin/audit/auditevent/?human=alice" in admin_client_.get("/admin/auth/user/").content.decode()
+
+
+def change_form_data(page) -> dict:
+    """What a browser submits from an admin change page as it was shown."""
+    data = {}
+    for bound in page.context["adminform"].form:
+        widget, value = bound.field.widget, bound.value()
+        if isinstance(widget, MultiWidget):
+            for index, part in enumerate(widget.decompress(value)):
+                data[f"{bound.html_name}_{index}"] = "" if part is None else str(part)
+        elif value is True:
+            data[bound.html_name] = "on"
+        elif value not in (None, False):
+            data[bound.html_name] = value
+    return data
+
+
+def test_a_security_admin_can_give_console_roles_but_not_superuser_status_or_raw_permissions(admin_client_):
+    me = User.objects.get(username="secadmin")
+    url = f"/admin/auth/user/{me.pk}/change/"
+    data = change_form_data(admin_client_.get(url))
+    approvers = Group.objects.get(name=Role.APPROVER.value)
+    data.update(
+        email="sec@example.com",
+        is_superuser="on",
+        user_permissions=[Permission.objects.get(codename="delete_user").pk],
+        groups=[*data["groups"], approvers.pk],
+    )
+
+    response = admin_client_.post(url, data)
+
+    assert response.status_code == 302
+    me.refresh_from_db()
+    assert me.email == "sec@example.com"  # the rest of the form was saved
+    assert set(me.groups.values_list("name", flat=True)) == {Role.SECURITY_ADMIN.value, Role.APPROVER.value}
+    assert me.is_superuser is False
+    assert not me.user_permissions.exists()
+    assert not me.has_perm("auth.delete_user")
+
+
+def test_a_security_admin_cannot_change_a_superusers_account_or_password(admin_client_):
+    root = User.objects.create_superuser("root", password="root-password-123")
+    superuser_client, _ = staff_client("root2", superuser=True)
+    data = change_form_data(superuser_client.get(f"/admin/auth/user/{root.pk}/change/"))
+
+    changed = admin_client_.post(f"/admin/auth/user/{root.pk}/change/", {**data, "email": "me@evil.example"})
+    password = admin_client_.post(
+        f"/admin/auth/user/{root.pk}/password/",
+        {"password1": "taken-over-123", "password2": "taken-over-123", "usable_password": "true"},
+    )
+
+    assert (changed.status_code, password.status_code) == (403, 403)
+    root.refresh_from_db()
+    assert root.email == "" and root.check_password("root-password-123")
+
+
+def test_a_security_admin_cannot_set_the_permissions_of_a_group(admin_client_):
+    every_permission = list(Permission.objects.values_list("pk", flat=True))
+    approvers = Group.objects.get(name=Role.APPROVER.value)
+    before = set(approvers.permissions.all())
+
+    admin_client_.post(
+        f"/admin/auth/group/{approvers.pk}/change/", {"name": approvers.name, "permissions": every_permission}
+    )
+    admin_client_.post("/admin/auth/group/add/", {"name": "backdoor", "permissions": every_permission})
+
+    assert set(approvers.permissions.all()) == before
+    assert not Group.objects.filter(name="backdoor", permissions__isnull=False).exists()
+
+
+# --- Objects that do not exist ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/policies/mcpserver/99999/rotate-credentials/",
+        "/admin/policies/mcpserver/99999/import-tools/",
+        "/admin/policies/mcpserver/99999/revoke-everything/",
+        "/admin/policies/mcpserver/abc/rotate-credentials/",
+        "/admin/policies/agent/99999/approve/",
+        "/admin/policies/agent/99999/suspend/",
+        "/admin/policies/agent/99999/reactivate/",
+        "/admin/policies/agent/99999/revoke-tokens/",
+        "/admin/auth/user/99999/revoke-delegations/",
+        "/admin/policies/delegation/99999/decide/",
+    ],
+)
+def test_an_admin_action_on_an_object_that_does_not_exist_is_a_404(url):
+    client, _ = staff_client("root", superuser=True)
+
+    assert client.get(url).status_code == 404
+    assert client.post(url, {"confirm": "yes", "approve": "1"}).status_code == 404
+
+
+def test_importing_tools_in_the_admin_needs_the_right_to_add_and_change_tools(calendar):
+    user = User.objects.create_user("server-editor", password="staff-password-123", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_mcpserver", "change_mcpserver", "view_tool"])
+    )
+    client = Client()
+    client.force_login(user)
+    url = f"/admin/policies/mcpserver/{calendar.server.pk}/import-tools/"
+
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"token": ""}).status_code == 403
+    assert not AuditEvent.objects.filter(event_type="tools.imported").exists()
 
 
 # --- Bad input in the other forms ------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Every protocol endpoint answers malformed input with its RFC's error JSON or a 4xx, never a 500,
 and changes nothing."""
 
+import base64
 import json
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
 from audit.models import AuditEvent
@@ -167,3 +169,44 @@ def test_client_configuration_endpoint_refuses_requests_without_the_registration
     assert response.status_code == 401
     assert response.json()["error"] in {"invalid_token", "invalid_client", "access_denied"}
     assert Agent.objects.filter(pk=agent.pk).exists()
+
+
+# --- NUL characters, which PostgreSQL text cannot hold --------------------------------------------
+
+NUL_REQUESTS = {
+    "admin search filter": ("get", "/admin/audit/auditevent/?human=%00", None),
+    "API lookup": ("get", "/api/servers/%00/", None),
+    "consent client_id": ("get", "/oauth/authorize/?client_id=%00&response_type=code", None),
+    "introspection tool": ("post", "/oauth/introspect/", "token=abc&tool=%00&action=read"),
+    "token request": ("post", "/oauth/token/", "grant_type=authorization_code&code=%00"),
+}
+
+
+@pytest.mark.parametrize("method,path,body", NUL_REQUESTS.values(), ids=NUL_REQUESTS.keys())
+def test_a_nul_character_is_a_clear_400_and_changes_nothing(method, path, body, calendar):
+    staff = User.objects.create_superuser("root", password="root-password-123")
+    client = Client(raise_request_exception=False, HTTP_AUTHORIZATION=calendar.basic_auth())
+    client.force_login(staff)
+    before = state_snapshot()
+
+    if method == "get":
+        response = client.get(path)
+    else:
+        response = client.post(path, body, FORM)
+
+    assert response.status_code == 400, response.content[:300]
+    assert b"NUL" in response.content
+    assert state_snapshot() == before
+
+
+def test_server_credentials_with_a_nul_are_refused_like_wrong_ones(calendar):
+    credentials = base64.b64encode(b"srv_\x00x:secret").decode()
+    response = Client(raise_request_exception=False).post(
+        "/api/audit/server-events/",
+        {"events": []},
+        "application/json",
+        HTTP_AUTHORIZATION=f"Basic {credentials}",
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"

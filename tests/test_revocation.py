@@ -136,6 +136,20 @@ def test_revoking_a_refresh_token_revokes_its_access_token_too(estate):
     assert still_active(estate) == ALL - {"bob/agent/calendar"}
 
 
+def test_revoking_a_refresh_token_again_changes_and_records_nothing(estate):
+    server, tokens = estate["bob/agent/calendar"]
+    refresh = RefreshToken.objects.get(token_checksum=_checksum(tokens["refresh_token"]))
+    revoke_token(refresh, by=None)
+    refresh.refresh_from_db()
+    revoked_at = refresh.revoked
+
+    revoke_token(refresh, by=None)
+
+    refresh.refresh_from_db()
+    assert refresh.revoked == revoked_at
+    assert AuditEvent.objects.filter(event_type="token.revoked").count() == 1
+
+
 def test_an_agent_revoking_its_own_token_by_rfc7009_is_audited(oauth, calendar):
     tokens = oauth.tokens(calendar.resource, "list_events:read")
     response = oauth.client.post(

@@ -23,7 +23,7 @@ from policies.api import serializers as s
 from policies.api.base import REVOKE_PERMISSION, Conflict, ManagementViewSet, UpstreamError, revoked
 from policies.api.serializers import raise_model_errors
 from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool
-from policies.tool_import import ToolImportError, import_tools
+from policies.tool_import import IMPORT_PERMISSIONS, ToolImportError, import_tools
 
 # --- MCP servers and tools ----------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ class ServerViewSet(ManagementViewSet, viewsets.ModelViewSet):
     filterset_class = ServerFilter
     action_permissions = {
         "rotate_credentials": ["policies.change_mcpserver"],
-        "import_tools": ["policies.change_mcpserver", "policies.add_tool", "policies.change_tool"],
+        "import_tools": IMPORT_PERMISSIONS,
         "revoke_all": REVOKE_PERMISSION,
     }
 
@@ -158,12 +158,10 @@ class AgentViewSet(ManagementViewSet, viewsets.ModelViewSet):
         instance.delete()
 
     def _set_status(self, new: str, *, only_from: str | None = None) -> Response:
-        agent = self.get_object()
-        # The action's name promises a transition: "approve" never reactivates a suspended agent.
-        if only_from is not None and agent.status != only_from:
-            raise Conflict(f"The agent is {agent.status}; this action applies to {only_from} agents only.")
         try:
-            agent = services.set_agent_status(agent, new, by=self.request.user)
+            agent = services.set_agent_status(
+                self.get_object(), new, by=self.request.user, only_from=only_from
+            )
         except services.AgentStatusError as error:
             raise Conflict(str(error)) from error
         return Response(self.get_serializer(agent).data)

@@ -205,10 +205,6 @@ class AgentCreatedSerializer(AgentSerializer):
         fields = [*AgentSerializer.Meta.fields, "client_secret"]
 
 
-class AgentStatusSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Agent.Status.choices, read_only=True)
-
-
 class PolicySerializer(serializers.ModelSerializer):
     group = serializers.SlugRelatedField(slug_field="name", queryset=Group.objects.all())
     agents = serializers.SlugRelatedField(

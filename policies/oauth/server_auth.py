@@ -34,7 +34,7 @@ def authenticate_server(request: HttpRequest) -> McpServer | None:
     if credentials is None and "HTTP_AUTHORIZATION" not in request.META:
         client_id, secret = request.POST.get("client_id"), request.POST.get("client_secret")
         credentials = (client_id, secret) if client_id and secret else None
-    if credentials is None:
+    if credentials is None or "\x00" in credentials[0]:
         return None
     server = McpServer.objects.filter(client_id=credentials[0], active=True).first()
     if server is None or not server.check_secret(credentials[1]):
