@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -9,7 +10,7 @@ from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
 from django.db.models import Model
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -20,6 +21,7 @@ from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationFo
 from audit.links import events_url
 from console.roles import Role
 from policies.api.base import REVOKE_PERMISSION
+from policies.models import Delegation
 from policies.services import revoke_human_delegations
 
 
@@ -79,6 +81,40 @@ def confirm_page(
     )
 
 
+def confirm_then_revoke(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    targets: list,
+    revoke: Callable[..., int],
+    *,
+    title: str,
+    question: str,
+    effects: list[str],
+    button: str,
+    hidden: list[tuple[str, str]] | None,
+    cancel: str,
+) -> HttpResponse | None:
+    """Ask first; once confirmed, ``revoke(target, by=...)`` each target and say how many ended.
+
+    ``hidden`` carries a bulk action's selection (the changelist then continues); without it the
+    detail page's action redirects back to ``cancel``.
+    """
+    if request.method != "POST" or request.POST.get("confirm") != "yes":
+        return confirm_page(
+            model_admin,
+            request,
+            title=title,
+            question=question,
+            effects=effects,
+            button=button,
+            cancel_url=cancel,
+            hidden=hidden,
+        )
+    count = sum(revoke(target, by=request.user) for target in targets)
+    model_admin.message_user(request, f"Revoked {count} delegation(s) and their tokens.", messages.SUCCESS)
+    return redirect(cancel) if hidden is None else None
+
+
 def action_selection(action_name: str, queryset) -> list[tuple[str, str]]:
     """The hidden fields that resubmit a changelist action for the same rows after a confirmation."""
     return [("action", action_name)] + [
@@ -111,42 +147,38 @@ class PersonAdmin(RevokeActions, BaseUserAdmin, ModelAdmin):
 
     @admin.action(description="Revoke every delegation of the selected people", permissions=["revoke"])
     def revoke_all_delegations(self, request, queryset):
-        if request.POST.get("confirm") != "yes":
-            return confirm_page(
-                self,
-                request,
-                title="Revoke every delegation",
-                question="Revoke every delegation of these people?",
-                effects=[f"{user.username}: all agents lose access for them" for user in queryset],
-                button="Revoke everything",
-                cancel_url=request.get_full_path(),
-                hidden=action_selection("revoke_all_delegations", queryset),
-            )
-        count = sum(revoke_human_delegations(user, by=request.user) for user in queryset)
-        self.message_user(request, f"Revoked {count} delegation(s).", messages.SUCCESS)
-        return None
+        return confirm_then_revoke(
+            self,
+            request,
+            list(queryset),
+            revoke_human_delegations,
+            title="Revoke every delegation",
+            question="Revoke every delegation of these people?",
+            effects=[f"{user.username}: all agents lose access for them" for user in queryset],
+            button="Revoke everything",
+            hidden=action_selection("revoke_all_delegations", queryset),
+            cancel=request.get_full_path(),
+        )
 
     @action(description="Revoke all delegations", url_path="revoke-delegations", permissions=["revoke"])
     def revoke_all_delegations_of_person(self, request, object_id):
         user = object_or_404(self, request, object_id)
-        change_url = request.path.rsplit("revoke-delegations", 1)[0]
-        if request.method != "POST" or request.POST.get("confirm") != "yes":
-            return confirm_page(
-                self,
-                request,
-                title=f"Revoke every delegation of {user.username}",
-                question=f"Revoke every delegation of {user.username}?",
-                effects=[
-                    f"{user.delegations.filter(status__in=['approved', 'pending']).count()} live or pending "
-                    "delegation(s) and all their tokens end now.",
-                    "Other people's agents keep working.",
-                ],
-                button="Revoke everything",
-                cancel_url=change_url,
-            )
-        count = revoke_human_delegations(user, by=request.user)
-        self.message_user(request, f"Revoked {count} delegation(s) of {user.username}.", messages.SUCCESS)
-        return redirect(change_url)
+        return confirm_then_revoke(
+            self,
+            request,
+            [user],
+            revoke_human_delegations,
+            title=f"Revoke every delegation of {user.username}",
+            question=f"Revoke every delegation of {user.username}?",
+            effects=[
+                f"{user.delegations.filter(status__in=Delegation.LIVE).count()} live or pending "
+                "delegation(s) and all their tokens end now.",
+                "Other people's agents keep working.",
+            ],
+            button="Revoke everything",
+            hidden=None,
+            cancel=request.path.rsplit("revoke-delegations", 1)[0],
+        )
 
     # Superuser status and raw permissions are a superuser's to give: a security admin assigns
     # console roles (groups) only, and so cannot make anyone, themselves included, more than that.

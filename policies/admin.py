@@ -22,6 +22,7 @@ from console.admin import (
     action_selection,
     admin_page,
     confirm_page,
+    confirm_then_revoke,
     events_link,
     object_or_404,
 )
@@ -52,8 +53,6 @@ from policies.services import (
     set_agent_status,
 )
 from policies.tool_import import IMPORT_PERMISSIONS, ToolImportError, import_tools
-
-LIVE = [Delegation.Status.APPROVED, Delegation.Status.PENDING]
 
 # DOT registers its stock admins for the swapped models; the console's replace them, and
 # authorization codes and ID tokens are not console screens.
@@ -208,25 +207,23 @@ class McpServerAdmin(RevokeActions, ModelAdmin):
         )
 
     def _revoke_servers(self, request, servers: list[McpServer], *, hidden, cancel: str):
-        if request.method != "POST" or request.POST.get("confirm") != "yes":
-            return confirm_page(
-                self,
-                request,
-                title="Revoke everything bound to " + ", ".join(s.name for s in servers),
-                question="Revoke every delegation and token bound to these MCP servers?",
-                effects=[
-                    f"{s.name}: {s.delegations.filter(status__in=LIVE).count()} live or pending "
-                    "delegation(s) and all their tokens end now."
-                    for s in servers
-                ]
-                + ["Other servers' delegations keep working. The servers stay registered."],
-                button="Revoke everything",
-                cancel_url=cancel,
-                hidden=hidden,
-            )
-        count = sum(revoke_server_delegations(server, by=request.user) for server in servers)
-        self.message_user(request, f"Revoked {count} delegation(s) and their tokens.", messages.SUCCESS)
-        return redirect(cancel) if hidden is None else None
+        return confirm_then_revoke(
+            self,
+            request,
+            servers,
+            revoke_server_delegations,
+            title="Revoke everything bound to " + ", ".join(s.name for s in servers),
+            question="Revoke every delegation and token bound to these MCP servers?",
+            effects=[
+                f"{s.name}: {s.delegations.filter(status__in=Delegation.LIVE).count()} live or pending "
+                "delegation(s) and all their tokens end now."
+                for s in servers
+            ]
+            + ["Other servers' delegations keep working. The servers stay registered."],
+            button="Revoke everything",
+            hidden=hidden,
+            cancel=cancel,
+        )
 
     def has_import_tools_permission(self, request, obj=None) -> bool:
         # A method, not the dotted names: see has_approve_permission.
@@ -407,25 +404,23 @@ class AgentAdmin(RevokeActions, ModelAdmin):
         return self._revoke_agents(request, [agent], hidden=None, cancel=change_url(agent))
 
     def _revoke_agents(self, request, agents: list[Agent], *, hidden, cancel: str):
-        if request.method != "POST" or request.POST.get("confirm") != "yes":
-            return confirm_page(
-                self,
-                request,
-                title="Revoke all tokens of " + ", ".join(a.name for a in agents),
-                question="Revoke every delegation and token of these agents?",
-                effects=[
-                    f"{a.name}: {a.delegations.filter(status__in=LIVE).count()} live or pending "
-                    "delegation(s) and all their tokens end now; humans must consent again."
-                    for a in agents
-                ]
-                + ["Other agents keep working."],
-                button="Revoke all tokens",
-                cancel_url=cancel,
-                hidden=hidden,
-            )
-        count = sum(revoke_agent_tokens(agent, by=request.user) for agent in agents)
-        self.message_user(request, f"Revoked {count} delegation(s) and their tokens.", messages.SUCCESS)
-        return redirect(cancel) if hidden is None else None
+        return confirm_then_revoke(
+            self,
+            request,
+            agents,
+            revoke_agent_tokens,
+            title="Revoke all tokens of " + ", ".join(a.name for a in agents),
+            question="Revoke every delegation and token of these agents?",
+            effects=[
+                f"{a.name}: {a.delegations.filter(status__in=Delegation.LIVE).count()} live or pending "
+                "delegation(s) and all their tokens end now; humans must consent again."
+                for a in agents
+            ]
+            + ["Other agents keep working."],
+            button="Revoke all tokens",
+            hidden=hidden,
+            cancel=cancel,
+        )
 
 
 STATUS_EFFECTS = {

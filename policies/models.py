@@ -233,6 +233,9 @@ class Delegation(models.Model):
         REVOKED = "revoked"
         EXPIRED = "expired"
 
+    # The statuses revocation ends: what an agent holds now or may soon hold.
+    LIVE = (Status.APPROVED, Status.PENDING)
+
     human = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegations")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="delegations")
     server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="delegations")

@@ -16,8 +16,6 @@ from django.utils import timezone
 from audit.events import record
 from policies.models import AccessToken, Agent, Delegation, McpServer, RefreshToken
 
-LIVE = [Delegation.Status.APPROVED, Delegation.Status.PENDING]
-
 
 @transaction.atomic
 def end_delegations(
@@ -35,7 +33,9 @@ def end_delegations(
     """
     now = timezone.now()
     targets = list(
-        delegations.select_for_update().filter(status__in=LIVE).select_related("human", "agent", "server")
+        delegations.select_for_update()
+        .filter(status__in=Delegation.LIVE)
+        .select_related("human", "agent", "server")
     )
     ids = [d.pk for d in targets]
     RefreshToken.objects.filter(delegation_id__in=ids, revoked__isnull=True).update(
