@@ -4,6 +4,7 @@ legal holds and chain checkpoints. Everything is read-only except creating and r
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -107,10 +108,19 @@ class AuditEventAdmin(ReadOnly, ModelAdmin):
         ("occurred", RangeDateTimeFilter),
     ]
     list_filter_submit = True  # text and range filters apply on submit
-    search_fields = ["human_username", "agent_client_id", "agent_name", "correlation_id", "=token_checksum"]
+    # Exact matches on indexed columns only: a substring search would scan the whole trail.
+    search_fields = ["human_username", "agent_client_id", "token_checksum"]
+    search_help_text = "An exact username, agent client_id or token checksum."
     show_full_result_count = False  # no COUNT(*) over the whole trail on every page
     readonly_fields = ["delegation_link", "token_links"]
     actions_list = ["export_events"]
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        matches = Q(human_username=term) | Q(agent_client_id=term) | Q(token_checksum=term)
+        return queryset.filter(matches), False
 
     @admin.display(description="delegation")
     def delegation_link(self, event: AuditEvent) -> str:

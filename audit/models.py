@@ -61,6 +61,8 @@ class AuditEvent(models.Model):
         # One index per search filter, each with time so "X's events in a period" is a range scan.
         indexes = [
             models.Index(fields=["human_id", "occurred"], name="audit_human_time"),
+            # Searches and exports name the human by username (the trail outlives the account).
+            models.Index(fields=["human_username", "occurred"], name="audit_human_name_time"),
             models.Index(fields=["agent_client_id", "occurred"], name="audit_agent_time"),
             models.Index(fields=["server_name", "occurred"], name="audit_server_time"),
             models.Index(fields=["outcome", "occurred"], name="audit_outcome_time"),

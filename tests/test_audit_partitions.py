@@ -83,6 +83,7 @@ def test_a_search_in_a_time_range_reads_only_that_months_partition():
     ("index", "columns"),
     [
         ("audit_human_time", "human_id, occurred"),
+        ("audit_human_name_time", "human_username, occurred"),
         ("audit_agent_time", "agent_client_id, occurred"),
         ("audit_server_time", "server_name, occurred"),
         ("audit_outcome_time", "outcome, occurred"),

@@ -57,6 +57,21 @@ def test_one_click_from_an_agent_lists_its_events_only(trail, auditor_client, ag
     }
 
 
+def test_the_search_box_matches_a_username_or_client_id_exactly(trail, auditor_client, agent):
+    alices = {event.pk for event in trail["events"] if event.human_username == "alice"}
+
+    by_username = listed_ids(auditor_client.get("/admin/audit/auditevent/", {"q": "alice"}))
+    by_client_id = listed_ids(auditor_client.get("/admin/audit/auditevent/", {"q": agent.client_id}))
+    by_prefix = listed_ids(auditor_client.get("/admin/audit/auditevent/", {"q": "ali"}))
+
+    assert alices and alices <= by_username
+    assert set(AuditEvent.objects.filter(pk__in=by_username).values_list("human_username", flat=True)) == {
+        "alice"
+    }
+    assert {event.pk for event in trail["events"] if event.agent_client_id == agent.client_id} <= by_client_id
+    assert by_prefix == set()
+
+
 def test_events_url_refuses_a_filter_it_does_not_know():
     with pytest.raises(TypeError, match="colour"):
         events_url(colour="red")
