@@ -19,7 +19,7 @@ from unfold.decorators import action, display
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
 from audit.links import events_url
-from console.roles import Role
+from console.roles import is_role_group
 from policies.api.base import REVOKE_PERMISSION
 from policies.models import Delegation
 from policies.services import revoke_human_delegations
@@ -201,6 +201,11 @@ class GroupAdmin(BaseGroupAdmin, ModelAdmin):
         # Role groups' permissions are console.roles' table (ensure_roles); other groups only say who
         # may delegate, so only a superuser gives a group raw permissions.
         readonly = list(super().get_readonly_fields(request, obj))
-        if not request.user.is_superuser or (obj is not None and obj.name in {role.value for role in Role}):
+        if not request.user.is_superuser or (obj is not None and is_role_group(obj)):
             readonly.append("permissions")
+        if obj is not None and is_role_group(obj):
+            readonly.append("name")
         return readonly
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not (obj is not None and is_role_group(obj))

@@ -62,6 +62,12 @@ ROLE_PERMISSIONS: dict[Role, list[str]] = {
 }
 
 
+def is_role_group(group: Group) -> bool:
+    """A console role's group: it keeps its name and is never deleted (its members would silently
+    lose their role, and ``ensure_roles`` would recreate it empty)."""
+    return group.name in {role.value for role in Role}
+
+
 def _permissions_matching(patterns: list[str]):
     query = Q(pk__in=[])
     for pattern in patterns:

@@ -2,7 +2,7 @@
 
 import pytest
 from auditlog.models import LogEntry
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 
 from audit.models import AuditEvent
 from console.roles import Role
@@ -148,6 +148,19 @@ def test_the_api_gives_no_group_permissions_and_no_human_superuser_status(admin_
     assert not Group.objects.filter(name="backdoor", permissions__isnull=False).exists()
     alice.refresh_from_db()
     assert alice.is_superuser is False and not alice.user_permissions.exists()
+
+
+def test_a_role_group_keeps_its_name_and_cannot_be_deleted_through_the_api(admin_api):
+    approvers = Group.objects.get(name=Role.APPROVER.value)
+    # Deleting groups is a superuser's right only; even a superuser cannot delete a role's group.
+    superuser_api = api_as(User.objects.create_superuser("root", password="root-password-123"))
+
+    renamed = admin_api.patch(f"/api/groups/{approvers.pk}/", {"name": "Former approvers"}, format="json")
+    deleted = superuser_api.delete(f"/api/groups/{approvers.pk}/")
+
+    assert renamed.status_code == 400 and "keeps its name" in str(renamed.json()["name"])
+    assert deleted.status_code == 400 and "cannot be deleted" in str(deleted.json()["name"])
+    assert Group.objects.filter(pk=approvers.pk, name=Role.APPROVER.value).exists()
 
 
 def test_groups_and_the_registration_setting_are_managed_through_the_api(admin_api, alice):

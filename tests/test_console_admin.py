@@ -14,7 +14,7 @@ from mcp.server.mcpserver import MCPServer
 
 from audit.events import record
 from audit.models import AuditEvent
-from console.roles import Role, assign_role
+from console.roles import Role, assign_role, has_role
 from policies.models import (
     AccessToken,
     Agent,
@@ -537,6 +537,20 @@ def test_a_security_admin_cannot_set_the_permissions_of_a_group(admin_client_):
 
     assert set(approvers.permissions.all()) == before
     assert not Group.objects.filter(name="backdoor", permissions__isnull=False).exists()
+
+
+def test_a_role_group_keeps_its_name_and_cannot_be_deleted(admin_client_):
+    approvers = Group.objects.get(name=Role.APPROVER.value)
+    member = User.objects.create_user("reviewer")
+    assign_role(member, Role.APPROVER)
+
+    admin_client_.post(f"/admin/auth/group/{approvers.pk}/change/", {"name": "Former approvers"})
+    deleted = admin_client_.post(f"/admin/auth/group/{approvers.pk}/delete/", {"post": "yes"})
+
+    assert deleted.status_code == 403
+    approvers.refresh_from_db()
+    assert approvers.name == Role.APPROVER.value
+    assert has_role(member, Role.APPROVER)
 
 
 # --- Objects that do not exist ---------------------------------------------------------------------

@@ -15,9 +15,11 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from oauth2_provider.generators import generate_client_secret
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from console.roles import is_role_group
 from policies import services
 from policies.api import serializers as s
 from policies.api.base import REVOKE_PERMISSION, Conflict, ManagementViewSet, UpstreamError, revoked
@@ -223,3 +225,8 @@ class GroupViewSet(ManagementViewSet, viewsets.ModelViewSet):
     queryset = Group.objects.prefetch_related("user_set").order_by("name")
     serializer_class = s.GroupSerializer
     filterset_fields = ["name"]
+
+    def perform_destroy(self, instance: Group) -> None:
+        if is_role_group(instance):
+            raise ValidationError({"name": "A console role's group cannot be deleted."})
+        instance.delete()

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from console.roles import is_role_group
 from policies.api.fields import ActionNamesField, ScopeMapField
 from policies.models import (
     AccessToken,
@@ -264,6 +265,11 @@ class GroupSerializer(serializers.ModelSerializer):
     class Meta:
         model = Group
         fields = ["id", "name", "members"]
+
+    def validate_name(self, name: str) -> str:
+        if self.instance is not None and is_role_group(self.instance) and name != self.instance.name:
+            raise serializers.ValidationError("A console role's group keeps its name.")
+        return name
 
 
 # --- Delegations, tokens, humans ----------------------------------------------------------------
