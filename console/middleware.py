@@ -1,11 +1,13 @@
-"""Requests carrying a NUL character are refused before any view runs.
+"""Requests carrying text PostgreSQL cannot store are refused before any view runs.
 
-PostgreSQL text cannot hold NUL: a NUL in a path, a query string or a form field would otherwise
-reach a query and end as a 500. Protocol and API callers get their JSON error shape.
+PostgreSQL text cannot hold NUL, and UTF-8 cannot encode a lone surrogate (which a JSON ``\\ud800``
+escape produces): either would otherwise reach a query and end as a 500. Protocol and API callers
+get their JSON error shape.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -21,25 +23,58 @@ def _has_nul(encoded: str | bytes) -> bool:
     return b"\x00" in unquote_to_bytes(raw)
 
 
-class RejectNulMiddleware:
+def _unstorable_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _json_unstorable(body: bytes) -> bool:
+    """A JSON body whose strings hold NUL or a lone surrogate; malformed JSON is the view's to refuse."""
+    try:
+        pending = [json.loads(body)]
+    except (ValueError, RecursionError):
+        return False
+    while pending:  # iteratively: deeply nested JSON must not exhaust the stack
+        value = pending.pop()
+        if isinstance(value, str):
+            if _unstorable_text(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
+class RejectUnstorableTextMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self._carries_nul(request):
-            message = "The request contains a NUL character."
+        if self._unstorable(request):
+            message = "The request contains a NUL character or text that is not valid Unicode."
             if request.path.startswith(JSON_PREFIXES):
                 return JsonResponse({"error": "invalid_request", "error_description": message}, status=400)
             return HttpResponseBadRequest(message)
         return self.get_response(request)
 
     @staticmethod
-    def _carries_nul(request: HttpRequest) -> bool:
+    def _unstorable(request: HttpRequest) -> bool:
         if "\x00" in request.path or _has_nul(request.META.get("QUERY_STRING", "")):
             return True
-        if request.method == "POST" and request.content_type == FORM:
-            try:
+        if request.method not in ("POST", "PUT", "PATCH"):
+            return False
+        try:
+            if request.content_type == FORM:
                 return _has_nul(request.body)
-            except RequestDataTooBig:
-                return False  # the view answers with its own size error
+            if request.content_type == "application/json":
+                return _json_unstorable(request.body)
+        except RequestDataTooBig:
+            return False  # the view answers with its own size error
         return False

@@ -75,7 +75,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "console.middleware.RejectNulMiddleware",
+    "console.middleware.RejectUnstorableTextMiddleware",
     # Client address, user agent and correlation id for every audit event of the request.
     "audit.middleware.RequestMetadataMiddleware",
     # Serves the admin's static files under gunicorn, with no proxy configuration.

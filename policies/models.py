@@ -34,6 +34,15 @@ TOOL_NAME_CHARACTERS = "letters, digits, _ . and -"
 validate_tool_name = RegexValidator(r"^[A-Za-z0-9_.-]+\Z", f"Use {TOOL_NAME_CHARACTERS} only.")
 
 
+def is_tool_name(name: str, model: type[models.Model]) -> bool:
+    """Whether ``name`` is a valid name of a ``model`` (Tool or ToolAction): characters and length."""
+    try:
+        validate_tool_name(name)
+    except ValidationError:
+        return False
+    return len(name) <= model._meta.get_field("name").max_length
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 of a generated secret.
 

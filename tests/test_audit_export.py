@@ -103,6 +103,20 @@ def test_csv_opens_in_a_spreadsheet_with_quoting_utf8_and_formulas_defused(trail
     )
 
 
+@pytest.mark.parametrize(
+    "name", [" =1+1", "\n=1+1", "\uff1d1+1", "\t@SUM(A1)"], ids=["space", "newline", "full-width", "tab"]
+)
+def test_a_formula_behind_whitespace_or_in_full_width_is_defused_too(name, agent, tmp_path, db):
+    agent.name = name
+    agent.save()
+    record("tool_call.decision", outcome="allow", agent=agent)
+
+    data, _ = cli_export(tmp_path, "csv")
+
+    (row,) = [row for row in csv_rows(data) if row["agent_name"] == "'" + name]
+    assert row["agent_client_id"] == agent.client_id
+
+
 def test_json_lines_parse_line_by_line_with_values_unaltered(trail, tmp_path):
     data, manifest = cli_export(tmp_path, "jsonl")
 

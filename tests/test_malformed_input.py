@@ -140,6 +140,29 @@ def test_introspection_with_tool_but_no_action_is_invalid_request(oauth, calenda
 
 
 @pytest.mark.parametrize(
+    "tool,action",
+    [("a" * 101, "read"), ("list_events", "r" * 51), ("=HYPERLINK(1)", "read"), ("list events", "read")],
+    ids=["tool too long", "action too long", "formula", "space"],
+)
+def test_introspection_refuses_tool_and_action_that_are_not_names_and_records_nothing(
+    oauth, calendar, tool, action
+):
+    tokens = oauth.tokens(calendar.resource, "list_events:read")
+    before = AuditEvent.objects.count()
+
+    response = Client(raise_request_exception=False).post(
+        "/oauth/introspect/",
+        form({"token": tokens["access_token"], "tool": tool, "action": action}),
+        FORM,
+        HTTP_AUTHORIZATION=calendar.basic_auth(),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert AuditEvent.objects.count() == before
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/.well-known/oauth-authorization-server",
@@ -171,19 +194,34 @@ def test_client_configuration_endpoint_refuses_requests_without_the_registration
     assert Agent.objects.filter(pk=agent.pk).exists()
 
 
-# --- NUL characters, which PostgreSQL text cannot hold --------------------------------------------
+# --- Text PostgreSQL cannot store: NUL, and lone surrogates from JSON escapes ----------------------
 
-NUL_REQUESTS = {
-    "admin search filter": ("get", "/admin/audit/auditevent/?human=%00", None),
-    "API lookup": ("get", "/api/servers/%00/", None),
-    "consent client_id": ("get", "/oauth/authorize/?client_id=%00&response_type=code", None),
-    "introspection tool": ("post", "/oauth/introspect/", "token=abc&tool=%00&action=read"),
-    "token request": ("post", "/oauth/token/", "grant_type=authorization_code&code=%00"),
+JSON = "application/json"
+REGISTRATION = {"redirect_uris": ["http://127.0.0.1:1/cb"], "token_endpoint_auth_method": "none"}
+UNSTORABLE_REQUESTS = {
+    "admin search filter": ("get", "/admin/audit/auditevent/?human=%00", None, None),
+    "API lookup": ("get", "/api/servers/%00/", None, None),
+    "consent client_id": ("get", "/oauth/authorize/?client_id=%00&response_type=code", None, None),
+    "introspection tool": ("post", "/oauth/introspect/", "token=abc&tool=%00&action=read", FORM),
+    "token request": ("post", "/oauth/token/", "grant_type=authorization_code&code=%00", FORM),
+    "registration NUL": ("post", "/oauth/register/", {**REGISTRATION, "client_name": "a\u0000b"}, JSON),
+    "registration surrogate": ("post", "/oauth/register/", {**REGISTRATION, "client_name": "\ud800"}, JSON),
+    "event API detail": (
+        "post",
+        "/api/audit/server-events/",
+        {"events": [{"detail": {"a": "\u0000"}}]},
+        JSON,
+    ),
+    "management API": ("post", "/api/groups/", {"name": "\udfff"}, JSON),
 }
 
 
-@pytest.mark.parametrize("method,path,body", NUL_REQUESTS.values(), ids=NUL_REQUESTS.keys())
-def test_a_nul_character_is_a_clear_400_and_changes_nothing(method, path, body, calendar):
+@pytest.mark.parametrize(
+    "method,path,body,content_type", UNSTORABLE_REQUESTS.values(), ids=UNSTORABLE_REQUESTS.keys()
+)
+def test_text_postgresql_cannot_store_is_a_clear_400_and_changes_nothing(
+    method, path, body, content_type, calendar
+):
     staff = User.objects.create_superuser("root", password="root-password-123")
     client = Client(raise_request_exception=False, HTTP_AUTHORIZATION=calendar.basic_auth())
     client.force_login(staff)
@@ -192,10 +230,10 @@ def test_a_nul_character_is_a_clear_400_and_changes_nothing(method, path, body, 
     if method == "get":
         response = client.get(path)
     else:
-        response = client.post(path, body, FORM)
+        response = client.post(path, json.dumps(body) if content_type == JSON else body, content_type)
 
     assert response.status_code == 400, response.content[:300]
-    assert b"NUL" in response.content
+    assert b"NUL character or text that is not valid Unicode" in response.content
     assert state_snapshot() == before
 
 

@@ -66,8 +66,9 @@ EXACT_FILTERS = {
     "event_type": "event_type",
 }
 FILTER_KEYS = ("since", "until", *EXACT_FILTERS)
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection), also after
+# leading spaces or line breaks, and some take the full-width forms too.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 class ExportError(ValueError):
@@ -146,7 +147,9 @@ class ExportRun:
     """One export: its filters, its format and the last event id it may include.
 
     The upper id bound is fixed when the run is made, so rows appended while it streams (the trail
-    grows all the time) do not change what it exports, and ``count()`` matches what it writes.
+    grows all the time) are left out. ``count()`` is taken before streaming: an event with a lower id
+    whose transaction commits in between is written but was not counted, so the manifest's ``rows``
+    (what was written) is the figure to trust; ``count()`` only drives progress and headers.
     """
 
     def __init__(self, filters: Mapping[str, Any], fmt: str):
@@ -195,7 +198,9 @@ def _cell(value: Any) -> Any:
 
 
 def _guarded(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+    if isinstance(value, str) and (
+        value.startswith(FORMULA_TRIGGERS) or value.lstrip().startswith(FORMULA_TRIGGERS)
+    ):
         return "'" + value
     return value
 

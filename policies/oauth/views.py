@@ -23,7 +23,15 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFata
 
 from audit.events import record
 from policies.decisions import decide
-from policies.models import Agent, Delegation, McpServer
+from policies.models import (
+    TOOL_NAME_CHARACTERS,
+    Agent,
+    Delegation,
+    McpServer,
+    Tool,
+    ToolAction,
+    is_tool_name,
+)
 from policies.oauth.pending import wait_for_approval
 from policies.oauth.resources import server_for_resource, target_error_description
 from policies.oauth.scopes import scope_descriptions
@@ -210,6 +218,8 @@ class IntrospectionView(View):
         tool, action = request.POST.get("tool", ""), request.POST.get("action", "")
         if bool(tool) != bool(action):
             return oauth_error("invalid_request", "tool and action go together.", 400)
+        if tool and not (is_tool_name(tool, Tool) and is_tool_name(action, ToolAction)):
+            return oauth_error("invalid_request", f"tool and action are names: {TOOL_NAME_CHARACTERS}.", 400)
         return self.answer(request, server, raw_token, tool, action)
 
     def answer(self, request: HttpRequest, server: McpServer, raw_token: str, tool: str, action: str):
