@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 TABLE = "audit_auditevent"
 
 
+_PARTITIONS = "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass ORDER BY 1"
 _DEFAULT_HOLDS_ROWS = (
     "SELECT EXISTS (SELECT 1 FROM audit_auditevent_default WHERE occurred >= %s AND occurred < %s)"
 )
-_PARTITIONS = "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass ORDER BY 1"
 
 
 def _add_months(month: date, n: int) -> date:
@@ -45,10 +45,7 @@ def ensure_partitions(months_ahead: int = 3, now: datetime | None = None) -> lis
     this_month = now.astimezone(UTC).date().replace(day=1)
     created = []
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass", [TABLE]
-        )
-        existing = {row[0] for row in cursor.fetchall()}
+        existing = set(partitions())
         for n in range(months_ahead + 1):
             month = _add_months(this_month, n)
             name = partition_name(month)
@@ -72,8 +69,5 @@ def partitions() -> list[str]:
     if connection.vendor != "postgresql":
         return []
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass ORDER BY 1",
-            [TABLE],
-        )
+        cursor.execute(_PARTITIONS, [TABLE])
         return [row[0] for row in cursor.fetchall()]

@@ -2,8 +2,10 @@
 
 Only events covered by a signed checkpoint are deleted: the horizon is the latest checkpoint
 created before the cut-off (every event it covers is older still). What stays below the horizon
-(held events) is counted and digested in an ``audit.retention`` event, itself chained, so
-``audit.chain.verify_chain`` can start from the horizon's checkpoint and still check them.
+(held events) is counted and digested in an ``audit.retention`` event, signed with the checkpoint
+key and itself chained, so ``audit.chain.verify_chain`` can start from the horizon's checkpoint and
+still check them. Retention never deletes checkpoints nor ``audit.retention`` events, so the
+horizon never moves back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.chain import RETENTION_EVENT, kept_digest, kept_events, retention_horizon
+from audit.chain import (
+    RETENTION_EVENT,
+    kept_digest,
+    kept_events,
+    retention_horizon,
+    retention_statement,
+    seal_pending_events,
+    try_advisory_lock,
+)
 from audit.events import record
 from audit.models import AuditCheckpoint, AuditEvent, LegalHold
 
@@ -48,10 +58,15 @@ def apply_retention(now: datetime | None = None, days: int | None = None, batch_
     days = settings.AUDIT_RETENTION_DAYS if days is None else days
     cutoff = (now or timezone.now()) - timedelta(days=days)
     horizon = AuditCheckpoint.objects.filter(created__lt=cutoff).order_by("-chain_seq").first()
-    if horizon is None or not _take_lock():
+    if horizon is None:
         return 0
-    try:
-        expired = AuditEvent.objects.filter(chain_seq__lte=horizon.chain_seq, occurred__lt=cutoff)
+    with try_advisory_lock(_RETENTION_LOCK, session=True) as locked:
+        if not locked:
+            return 0
+        # The statements are the horizon's record: deleting one could move the horizon back.
+        expired = AuditEvent.objects.filter(chain_seq__lte=horizon.chain_seq, occurred__lt=cutoff).exclude(
+            event_type=RETENTION_EVENT
+        )
         holds = held()
         if holds is not None:
             expired = expired.exclude(holds)
@@ -64,20 +79,13 @@ def apply_retention(now: datetime | None = None, days: int | None = None, batch_
             # A longer retention period never moves the horizon back over what is already gone.
             through = max(horizon.chain_seq, previous)
             kept, digest = kept_digest(kept_events(through))
-            record(
-                RETENTION_EVENT,
-                outcome="allow",
-                detail={
-                    "through_seq": through,
-                    "cutoff": cutoff.isoformat(),
-                    "deleted": deleted,
-                    "kept": kept,
-                    "kept_digest": digest,
-                },
+            statement = retention_statement(
+                through_seq=through, cutoff=cutoff.isoformat(), deleted=deleted, kept=kept, kept_digest=digest
             )
+            record(RETENTION_EVENT, outcome="allow", detail=statement)
+            # Chained at once: verify_chain trusts a statement only once it is sealed.
+            seal_pending_events()
         return deleted
-    finally:
-        _release_lock()
 
 
 def _delete_batch(expired, batch_size: int) -> int:
@@ -90,17 +98,3 @@ def _delete_batch(expired, batch_size: int) -> int:
         if not ids:
             return 0
         return AuditEvent.objects.filter(id__in=ids).delete()[0]
-
-
-def _take_lock() -> bool:
-    if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_RETENTION_LOCK])
-        return cursor.fetchone()[0]
-
-
-def _release_lock() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_RETENTION_LOCK])

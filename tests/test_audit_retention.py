@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
+from jwcrypto import jwk, jws
 
-from audit.chain import seal_pending_events, verify_chain
+from audit.chain import RETENTION_EVENT, seal_pending_events, verify_chain
 from audit.events import record
 from audit.models import AuditCheckpoint, AuditEvent, LegalHold
 from audit.retention import apply_retention
@@ -30,7 +33,11 @@ def seal_as_of(days_ago: int) -> AuditCheckpoint:
     """Seal now, and date the checkpoint as if the sealer had run back then."""
     seal_pending_events()
     checkpoint = AuditCheckpoint.objects.order_by("-chain_seq").first()
-    AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(created=timezone.now() - timedelta(days=days_ago))
+    # Checkpoints are append-only in the database: only a superuser can backdate one.
+    as_superuser(
+        "UPDATE audit_auditcheckpoint SET created = %s WHERE id = %s",
+        [timezone.now() - timedelta(days=days_ago), checkpoint.pk],
+    )
     return checkpoint
 
 
@@ -144,3 +151,75 @@ def test_a_longer_retention_period_later_does_not_move_the_verified_horizon_back
     seal_pending_events()
     result = verify_chain()
     assert result.ok, result.message
+
+
+@pytest.mark.django_db
+def test_retention_never_deletes_checkpoints_nor_its_own_statements():
+    old_event(400, human_id=1)
+    seal_as_of(399)
+    assert apply_retention(days=300) == 1
+    first_run = AuditEvent.objects.get(event_type=RETENTION_EVENT)
+    old_event(400, human_id=1)
+    seal_pending_events()
+    checkpoints = set(AuditCheckpoint.objects.values_list("id", flat=True))
+
+    # A day later with no retention period: everything sealed so far has expired, the first
+    # statement included.
+    assert apply_retention(now=timezone.now() + timedelta(days=1), days=0) >= 1
+    assert not AuditEvent.objects.exclude(event_type=RETENTION_EVENT).filter(
+        chain_seq__lte=first_run.chain_seq
+    )
+    assert AuditEvent.objects.filter(event_type=RETENTION_EVENT).count() == 2
+    assert AuditEvent.objects.filter(pk=first_run.pk).exists()
+    assert set(AuditCheckpoint.objects.values_list("id", flat=True)) >= checkpoints
+    result = verify_chain()
+    assert result.ok, result.message
+
+
+@pytest.mark.django_db
+def test_the_retention_statement_is_signed_with_a_key_published_in_the_jwks():
+    old_event(400, human_id=1)
+    seal_as_of(399)
+    apply_retention()
+    run = AuditEvent.objects.get(event_type=RETENTION_EVENT)
+    assert run.chain_seq > run.detail["through_seq"]  # chained at once, after what it speaks for
+    token = jws.JWS()
+    token.deserialize(run.detail["signature"])
+    keys = Client().get("/.well-known/jwks.json").json()["keys"]
+    (published,) = [key for key in keys if key["kid"] == token.jose_header["kid"]]
+    token.verify(jwk.JWK(**published), alg="RS256")
+    claims = json.loads(token.payload)
+    for name in ("through_seq", "cutoff", "deleted", "kept", "kept_digest"):
+        assert claims[name] == run.detail[name]
+
+
+@pytest.mark.django_db
+def test_a_retention_statement_with_an_altered_kept_count_is_not_trusted():
+    held = old_event(400, human_id=2)
+    old_event(400, human_id=1)
+    seal_as_of(399)
+    LegalHold.objects.create(name="case", human_id=2)
+    apply_retention()
+    run = AuditEvent.objects.get(event_type=RETENTION_EVENT)
+    # Deleting the held event and lowering the count in a copy of the statement, signature kept:
+    as_superuser("DELETE FROM audit_auditevent WHERE id = %s", [held])
+    forged = AuditEvent.objects.create(
+        event_type=RETENTION_EVENT, outcome="allow", detail={**run.detail, "kept": run.detail["kept"] - 1}
+    )
+    seal_pending_events()
+    result = verify_chain()
+    assert (result.ok, result.broken_at_event_id) == (False, forged.id)
+
+
+@pytest.mark.django_db
+def test_an_edited_kept_event_whose_predecessor_is_kept_is_reported_at_that_event():
+    first, second = old_event(400, human_id=2), old_event(400, human_id=2)
+    old_event(400, human_id=1)
+    seal_as_of(399)
+    LegalHold.objects.create(name="case", human_id=2)
+    assert apply_retention() == 1
+    assert verify_chain().ok
+    as_superuser("UPDATE audit_auditevent SET outcome = 'deny' WHERE id = %s", [second])
+    result = verify_chain()
+    assert (result.ok, result.broken_at_event_id) == (False, second)
+    assert AuditEvent.objects.filter(pk=first).exists()

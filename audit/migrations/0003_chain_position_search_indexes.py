@@ -3,6 +3,16 @@
 from django.db import migrations, models
 
 
+def number_checkpoints(apps, schema_editor):
+    """Give checkpoints made before chain positions existed distinct positions, in the order they
+    were made, so the unique constraint can be added. (Their signatures predate the position claim,
+    so verify_audit reports them; no such checkpoint existed when this migration was written.)"""
+    checkpoints = apps.get_model("audit", "AuditCheckpoint").objects.order_by("last_event_id")
+    for seq, checkpoint in enumerate(checkpoints, start=1):
+        checkpoint.chain_seq = seq
+        checkpoint.save(update_fields=["chain_seq"])
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -14,11 +24,17 @@ class Migration(migrations.Migration):
             name='auditcheckpoint',
             options={'ordering': ['-chain_seq']},
         ),
+        # Nullable first, numbered, then unique: a default would give every existing row the same value.
         migrations.AddField(
             model_name='auditcheckpoint',
             name='chain_seq',
-            field=models.BigIntegerField(default=0, unique=True),
-            preserve_default=False,
+            field=models.BigIntegerField(null=True),
+        ),
+        migrations.RunPython(number_checkpoints, migrations.RunPython.noop, elidable=False),
+        migrations.AlterField(
+            model_name='auditcheckpoint',
+            name='chain_seq',
+            field=models.BigIntegerField(unique=True),
         ),
         migrations.AddField(
             model_name='auditevent',
@@ -74,6 +90,8 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='auditevent',
-            index=models.Index(condition=models.Q(('chain_seq__isnull', True)), fields=['id'], name='audit_unsealed'),
+            index=models.Index(
+                condition=models.Q(('chain_seq__isnull', True)), fields=['id'], name='audit_unsealed'
+            ),
         ),
     ]
