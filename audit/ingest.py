@@ -117,7 +117,8 @@ def _token_links(server: McpServer, checksums: set[str]) -> dict[str, TokenLink]
         event_type__in=TOKEN_EVENTS, token_checksum__in=gone, server_resource=server.resource
     ).order_by("id")
     for event in minted:
-        if event.token_checksum not in links:
+        # Discovery tokens (the console listing tools) never carry tool calls to report.
+        if event.token_checksum not in links and event.detail.get("purpose") != "tool_discovery":
             links[event.token_checksum] = link_from_record(
                 event.delegation_id, event.human_id, event.agent_client_id
             )

@@ -95,7 +95,10 @@ class ImportToolsForm(forms.Form):
         required=False,
         strip=True,
         label="Bearer token (optional)",
-        help_text="For servers that protect tools/list. Used for this import only; never stored or logged.",
+        help_text=(
+            "Only for a server protected by another authorization server: used for this import only, "
+            "never stored or logged. Empty: the console lists the tools with a 60-second token of its own."
+        ),
         widget=UnfoldAdminPasswordWidget(render_value=False),
     )
 

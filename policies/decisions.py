@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from policies.discovery import is_console_agent
 from policies.models import (
     RISK_ORDER,
     AccessToken,
@@ -46,6 +47,7 @@ class Reason:
     SCOPE_MISSING = "scope_missing"
     NO_USABLE_SCOPE = "no_usable_scope"
     UNKNOWN_TOOL = "unknown_tool"
+    TOOL_DISCOVERY = "tool_discovery"
 
 
 _DELEGATION_STATUS_REASON = {
@@ -166,6 +168,24 @@ def _consent_terms(human: AbstractBaseUser, agent: Agent, server: McpServer, req
     )
 
 
+def _discovery_decision(
+    agent: Agent, server: McpServer, token: AccessToken, tool_call: str | None
+) -> Decision:
+    """A token without a delegation: only the console's discovery token, at its one server, to list
+    tools (``policies.discovery``); never a tool call. Others (e.g. DOT's RFC 7592 registration
+    tokens) are usable nowhere."""
+    if not is_console_agent(agent) or token.application_id != agent.pk:
+        return Decision.deny(Reason.NO_DELEGATION)
+    if server.resource not in token.resource:
+        return Decision.deny(Reason.WRONG_AUDIENCE)
+    human = token.user
+    if human is None or not human.is_active:
+        return Decision.deny(Reason.HUMAN_INACTIVE)
+    if tool_call is not None:
+        return Decision.deny(Reason.SCOPE_MISSING)
+    return Decision(True, Reason.TOOL_DISCOVERY)
+
+
 def decide(
     *,
     agent: Agent,
@@ -182,7 +202,8 @@ def decide(
       says which scopes need an approver and how long the delegation may live.
     - token issuance: the ``delegation`` the new token hangs off.
     - token use: the ``token`` (its delegation is checked too) and optionally the
-      ``tool_call`` scope (``tool:action``) about to run.
+      ``tool_call`` scope (``tool:action``) about to run. A token without a delegation is usable
+      only as the console's discovery token (``policies.discovery``).
 
     Policies and the agent's ceiling are read afresh each time: narrowing either takes effect at
     the next token request or introspection.
@@ -199,7 +220,7 @@ def decide(
             return Decision.deny(Reason.EXPIRED)
         delegation = token.delegation
         if delegation is None:
-            return Decision.deny(Reason.NO_DELEGATION)
+            return _discovery_decision(agent, server, token, tool_call)
 
     if delegation is not None:
         if delegation.server_id != server.pk:

@@ -33,6 +33,7 @@ from mcp_types import PaginatedRequestParams
 from mcp_types import Tool as ListedTool
 
 from audit.events import record
+from policies.discovery import ConsoleAgentUnavailable, discovery_token
 from policies.models import McpServer, Tool, ToolAction, validate_tool_name
 
 LIST_TIMEOUT_SECONDS = 20
@@ -114,7 +115,8 @@ def _explain(error: BaseException, resource: str, statuses: list[int]) -> str:
     if refusals:
         return (
             f"The server at {resource} refused to list its tools (HTTP {refusals[0]}): "
-            "it needs a valid bearer token."
+            "it needs a bearer token it accepts. The console's own token works only for a server "
+            "protected by this console; for another authorization server, paste one of its tokens."
         )
     errors = [status for status in statuses if status >= 400]
     if errors:
@@ -137,10 +139,12 @@ def _first_leaf(error: BaseException) -> BaseException:
 def import_tools(server: McpServer, *, by: AbstractBaseUser | None, token: str | None = None) -> ImportResult:
     """List the live server's tools and bring its Tool rows in line; returns what changed.
 
-    ``token`` is a bearer token for servers that protect ``tools/list``; it is used for this one
-    listing and neither stored nor logged.
+    ``token`` is a bearer token for servers protected by another authorization server; it is used
+    for this one listing and neither stored nor logged. Without it, the listing carries the
+    console's own discovery token for ``by`` (``policies.discovery``), which a server protected by
+    this console accepts, and which is deleted once the listing is done.
     """
-    listed = list_server_tools(server.resource, token)  # network first, outside any transaction
+    listed = _list_for_import(server, by, token)  # network first, outside any transaction
     result = ImportResult()
     now = timezone.now()
     with transaction.atomic():
@@ -190,6 +194,16 @@ def import_tools(server: McpServer, *, by: AbstractBaseUser | None, token: str |
             },
         )
     return result
+
+
+def _list_for_import(server: McpServer, by: AbstractBaseUser | None, token: str | None) -> list[ListedTool]:
+    if token is not None or by is None:
+        return list_server_tools(server.resource, token)
+    try:
+        with discovery_token(server, by) as own_token:
+            return list_server_tools(server.resource, own_token)
+    except ConsoleAgentUnavailable as error:
+        raise ToolImportError(str(error)) from None
 
 
 def _name_problem(name: str) -> str:

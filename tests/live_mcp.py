@@ -1,17 +1,21 @@
 """An MCP server of the official SDK (``MCPServer``) serving streamable HTTP on a free loopback port,
-in a thread of the test process, so a test can change its tools between two imports."""
+in a thread of the test process, so a test can change its tools between two imports; open, behind
+a fixed bearer token, or protected by the console (``mcp_console_auth``)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ListToolsResult, PaginatedRequestParams
 
+from mcp_console_auth import ConsoleTokenVerifier, ToolScopeGuard
+from tests.conftest import RegisteredServer
 from tests.support import free_loopback_port
 
 
@@ -52,6 +56,27 @@ def serving(mcp: MCPServer, bearer_token: str | None = None) -> Iterator[str]:
     app = mcp.streamable_http_app(host="127.0.0.1")
     if bearer_token is not None:
         app = RequireBearer(app, bearer_token)
+    with serving_app(app, port):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@contextmanager
+def serving_protected(
+    build: Callable[..., MCPServer], console_url: str, server: RegisteredServer, tool_scopes: dict[str, str]
+) -> Iterator[ToolScopeGuard]:
+    """Serve the MCP server ``build(token_verifier=..., auth=...)`` at ``server``'s resource,
+    protected by the console as ``mcp_console_auth`` does it: every token introspected with
+    ``server``'s credentials, every tool call checked against ``tool_scopes``."""
+    verifier = ConsoleTokenVerifier(console_url, server.client_id, server.client_secret, server.resource)
+    mcp = build(token_verifier=verifier, auth=verifier.auth_settings())
+    guard = ToolScopeGuard(mcp.streamable_http_app(host="127.0.0.1"), verifier, tool_scopes)
+    with serving_app(guard, urlsplit(server.resource).port):
+        yield guard
+
+
+@contextmanager
+def serving_app(app, port: int) -> Iterator[None]:
+    """Serve the ASGI ``app`` on loopback ``port`` in a thread while the block runs."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -63,7 +88,7 @@ def serving(mcp: MCPServer, bearer_token: str | None = None) -> Iterator[str]:
             raise RuntimeError("the MCP server did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -14,6 +14,7 @@ from django.test import Client
 from audit.api.server_events import EventBatchSerializer
 from audit.ingest import MAX_BATCH_EVENTS, ingest_events
 from audit.models import AuditEvent, EventReceipt
+from policies.discovery import discovery_token
 from policies.models import AccessToken, Delegation
 from policies.services import revoke_delegation
 from tests.conftest import RegisteredServer
@@ -188,6 +189,19 @@ def test_a_server_cannot_report_on_a_token_bound_to_another_server(token, calend
     body = response.json()
     assert body["error"] == "invalid_events"
     assert body["events"][0]["errors"] == {"token": ["Not a token issued for this MCP server."]}
+    assert_nothing_recorded()
+
+
+def test_no_tool_call_can_be_reported_on_the_consoles_own_discovery_token(calendar, alice):
+    with discovery_token(calendar.server, alice) as raw:
+        while_live = post(calendar, {"events": [event(raw)]})
+    once_gone = post(calendar, {"events": [event(raw)]})
+
+    for response in (while_live, once_gone):
+        assert response.status_code == 400
+        assert response.json()["events"][0]["errors"] == {
+            "token": ["Not a token issued for this MCP server."]
+        }
     assert_nothing_recorded()
 
 

@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 from audit.models import AuditEvent
 from console.roles import Role, has_role
 from policies.decisions import decide, delegable_scopes
+from policies.discovery import CONSOLE_CLIENT_ID, console_agent
 from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
 from policies.policy_file import export
 
@@ -286,6 +287,15 @@ settings: {agent_registration: require_approval}
 
 
 # --- Exporting --------------------------------------------------------------------------------
+
+
+def test_export_leaves_out_the_consoles_own_discovery_agent(tmp_path, carol):
+    apply_policy(write(tmp_path, POLICY))
+    console_agent()
+
+    exported = yaml.safe_load(export_policy())
+
+    assert CONSOLE_CLIENT_ID not in [agent["client_id"] for agent in exported["agents"]]
 
 
 def test_export_writes_what_was_applied(tmp_path, carol):

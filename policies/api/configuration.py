@@ -83,7 +83,11 @@ class ServerViewSet(ManagementViewSet, viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["post"], url_path="import-tools")
     def import_tools(self, request: Request, name: str) -> Response:
-        """List the live server's tools (MCP tools/list) and record what changed since the last import."""
+        """List the live server's tools (MCP tools/list) and record what changed since the last import.
+
+        Without ``token`` the console lists them with a 60-second discovery token of its own, which a
+        server protected by this console accepts; ``token`` is for servers of another authorization server.
+        """
         server = self.get_object()
         body = self.act(s.ImportToolsSerializer)
         try:

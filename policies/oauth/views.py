@@ -22,7 +22,7 @@ from oauth2_provider.views import AuthorizationView, TokenView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFatalError
 
 from audit.events import record
-from policies.decisions import decide
+from policies.decisions import Reason, decide
 from policies.models import (
     TOOL_NAME_CHARACTERS,
     Agent,
@@ -38,6 +38,9 @@ from policies.oauth.scopes import scope_descriptions
 from policies.oauth.server_auth import authenticate_server
 from policies.services import delegate, note_delegation_used
 from policies.tokens import access_token_by_value
+
+# Why decide() refuses one tool call of a token that is otherwise usable at the server.
+TOOL_CALL_REFUSALS = (Reason.SCOPE_MISSING, Reason.UNKNOWN_TOOL)
 
 INACTIVE_AGENT_MESSAGES = {
     Agent.Status.PENDING: "This agent is waiting for an administrator's approval.",
@@ -238,9 +241,11 @@ class IntrospectionView(View):
             return self.respond({"active": False})
         decision = decide(agent=token.application, server=server, token=token, tool_call=tool_call)
         delegation = token.delegation
-        human = delegation.human if delegation else None
-        # A token denied only for this tool call is still a live token.
-        active = decision.allowed or bool(tool_call and decision.scopes)
+        # No delegation: the console's discovery token, minted for the admin importing tools.
+        human = delegation.human if delegation else token.user
+        # A token denied only for this tool call is still a live token (so an MCP server answers
+        # 403 insufficient_scope, not 401): one with usable scopes, or a discovery token.
+        active = decision.allowed or (tool_call is not None and decision.reason in TOOL_CALL_REFUSALS)
         record(
             "tool_call.decision" if tool_call else "introspection",
             outcome="allow" if decision.allowed else "deny",
@@ -256,7 +261,8 @@ class IntrospectionView(View):
         )
         if not active:
             return self.respond({"active": False})
-        note_delegation_used(delegation)
+        if delegation is not None:
+            note_delegation_used(delegation)
         body = {
             "active": True,
             "scope": " ".join(sorted(decision.scopes)),

@@ -16,6 +16,7 @@ from oauth2_provider.generators import generate_client_secret
 
 from audit.events import record
 from console.roles import Role
+from policies.discovery import CONSOLE_SOURCE
 from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
 from policies.policy_file.document import (
     AgentSpec,
@@ -448,7 +449,9 @@ def export() -> dict[str, Any]:
 def _export_agents() -> list[dict[str, Any]]:
     """Every agent, however it registered; never its secret."""
     entries = []
-    for agent in Agent.objects.select_related("user").prefetch_related("scope_ceiling").order_by("client_id"):
+    # The console's own discovery agent is built in, not policy: every console creates its own.
+    agents = Agent.objects.exclude(registration_source=CONSOLE_SOURCE)
+    for agent in agents.select_related("user").prefetch_related("scope_ceiling").order_by("client_id"):
         entry: dict[str, Any] = {"client_id": agent.client_id}
         if agent.name:
             entry["name"] = agent.name
