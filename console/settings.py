@@ -398,14 +398,14 @@ CELERY_BEAT_SCHEDULE["expire-audit-export-files"] = {
 # --- Audit trail integrity (audit.chain, audit.retention, audit.partitions; docs/AUDIT.md) -------
 # Reverse proxies (CIDRs) whose X-Forwarded-For is believed when they are the peer.
 AUDIT_TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
-# django-auditlog would believe the left-most X-Forwarded-For of anyone (and fail on a malformed
-# one); the audit events' client_ip already follows TRUSTED_PROXIES.
-AUDITLOG_DISABLE_REMOTE_ADDR = True
 try:
     for _cidr in AUDIT_TRUSTED_PROXIES:
         ipaddress.ip_network(_cidr, strict=False)
 except ValueError as error:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES: {error}") from error
+# django-auditlog would believe the left-most X-Forwarded-For of anyone (and fail on a malformed
+# one); the audit events' client_ip already follows TRUSTED_PROXIES.
+AUDITLOG_DISABLE_REMOTE_ADDR = True
 AUDIT_RETENTION_DAYS = int(os.environ.get("AUDIT_RETENTION_DAYS", 365))
 CELERY_BEAT_SCHEDULE.update(
     {
