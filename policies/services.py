@@ -119,6 +119,9 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 def note_delegation_used(delegation: Delegation) -> None:
     """Remember that a token of ``delegation`` was just used (for "My agents")."""
     now = timezone.now()
+    if delegation.last_used is not None and delegation.last_used >= now - LAST_USED_RESOLUTION:
+        return  # recent enough: introspection, the hot path, makes no write and no round trip
+    # Conditional, so that concurrent introspections on several workers write once.
     Delegation.objects.filter(
         Q(last_used__isnull=True) | Q(last_used__lt=now - LAST_USED_RESOLUTION), pk=delegation.pk
     ).update(last_used=now)
