@@ -28,6 +28,11 @@ def access_token_by_value(raw_token: str) -> AccessToken | None:
     )
 
 
+def act_claim(token: AccessToken) -> dict[str, Any]:
+    """The RFC 8693 ``act`` claim of a token: who acts for its human (the agent)."""
+    return {"sub": token.application.client_id}
+
+
 @dataclass(frozen=True)
 class TokenLink:
     """What a token leads to: the delegation, its human and agent (None where the row is gone)."""

@@ -7,17 +7,19 @@ live in ``policies.decisions``.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.exceptions import FatalClientError, OAuthToolkitError
+from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views import AuthorizationView, TokenView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFatalError
 
@@ -37,7 +39,7 @@ from policies.oauth.resources import server_for_resource, target_error_descripti
 from policies.oauth.scopes import scope_descriptions
 from policies.oauth.server_auth import authenticate_server
 from policies.services import delegate, note_delegation_used
-from policies.tokens import access_token_by_value
+from policies.tokens import access_token_by_value, act_claim
 
 # Why decide() refuses one tool call of a token that is otherwise usable at the server.
 TOOL_CALL_REFUSALS = (Reason.SCOPE_MISSING, Reason.UNKNOWN_TOOL)
@@ -173,19 +175,24 @@ def oauth_error(error: str, description: str, status: int, **headers: str) -> Js
     return response
 
 
-# Agents act for a human: only grants that carry a human's delegation are served.
-AGENT_GRANT_TYPES = ("authorization_code", "refresh_token")
+# Grants this console implements itself, because DOT does not: grant_type -> view function.
+# Each lives in its own module; every one still ends in a token bound to a human's delegation.
+EXTENSION_GRANTS: dict[str, Callable[[HttpRequest], HttpResponse]] = {}
 
 
 class AgentTokenView(TokenView):
-    """DOT's token endpoint, limited to the agent grants (DOT also routes e.g. device_code)."""
+    """DOT's token endpoint, limited to the grants in the metadata (DOT also routes e.g.
+    device_code). Agents act for a human: only grants that carry a human's delegation are served."""
 
     def post(self, request: HttpRequest, *args, **kwargs):
         grant_type = request.POST.get("grant_type")
+        supported = oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED
         if not grant_type:
             return oauth_error("invalid_request", "The grant_type parameter is missing.", 400)
-        if grant_type not in AGENT_GRANT_TYPES:
-            return oauth_error("unsupported_grant_type", f"Supported: {', '.join(AGENT_GRANT_TYPES)}.", 400)
+        if grant_type not in supported:
+            return oauth_error("unsupported_grant_type", f"Supported: {', '.join(supported)}.", 400)
+        if grant_type in EXTENSION_GRANTS:
+            return EXTENSION_GRANTS[grant_type](request)
         return super().post(request, *args, **kwargs)
 
 
@@ -274,7 +281,7 @@ class IntrospectionView(View):
             "exp": calendar.timegm(token.expires.utctimetuple()),
             "iat": calendar.timegm(token.created.utctimetuple()),
             "token_type": "Bearer",
-            "act": {"sub": token.application.client_id},
+            "act": act_claim(token),
         }
         if tool_call:
             body["decision"] = {
