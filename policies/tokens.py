@@ -33,6 +33,11 @@ def act_claim(token: AccessToken) -> dict[str, Any]:
     return {"sub": token.application.client_id}
 
 
+def token_actors(token: AccessToken) -> list[dict[str, str]]:
+    """The chain of actors behind a token, outermost first, as audit events record it."""
+    return [{"type": "agent", "id": token.application.client_id}]
+
+
 @dataclass(frozen=True)
 class TokenLink:
     """What a token leads to: the delegation, its human and agent (None where the row is gone)."""

@@ -39,7 +39,7 @@ from policies.oauth.resources import server_for_resource, target_error_descripti
 from policies.oauth.scopes import scope_descriptions
 from policies.oauth.server_auth import authenticate_server
 from policies.services import delegate, note_delegation_used
-from policies.tokens import access_token_by_value, act_claim
+from policies.tokens import access_token_by_value, act_claim, token_actors
 
 # Why decide() refuses one tool call of a token that is otherwise usable at the server.
 TOOL_CALL_REFUSALS = (Reason.SCOPE_MISSING, Reason.UNKNOWN_TOOL)
@@ -259,6 +259,7 @@ class IntrospectionView(View):
             reason=decision.reason,
             human=human,
             agent=token.application,
+            actors=token_actors(token),
             server=server,
             tool=tool,
             action=action,
