@@ -6,6 +6,11 @@ created before the cut-off (every event it covers is older still). What stays be
 key and itself chained, so ``audit.chain.verify_chain`` can start from the horizon's checkpoint and
 still check them. Retention never deletes checkpoints nor ``audit.retention`` events, so the
 horizon never moves back.
+
+A run killed half-way (its worker died; the task is delivered again, audit.tasks) is finished by
+the next one: batches already deleted stay deleted, the statement counts them too (positions are
+contiguous, so what is gone below the horizon is known), and it is recorded and sealed in one
+transaction, so a run never leaves two statements for one horizon.
 """
 
 from __future__ import annotations
@@ -53,16 +58,26 @@ def held() -> Q | None:
     return reduce(operator.or_, conditions) if conditions else None
 
 
-def apply_retention(now: datetime | None = None, days: int | None = None, batch_size: int = 5000) -> int:
-    """Delete the expired, checkpointed, unheld events; return how many were deleted."""
+class RetentionBusy(Exception):
+    """Another retention run holds the lock (or the session of a run whose worker died lingers)."""
+
+
+def apply_retention(
+    now: datetime | None = None, days: int | None = None, batch_size: int | None = None
+) -> int:
+    """Delete the expired, checkpointed, unheld events; return how many this run deleted.
+
+    Raises RetentionBusy while another run holds the retention lock.
+    """
     days = settings.AUDIT_RETENTION_DAYS if days is None else days
+    batch_size = batch_size or settings.AUDIT_RETENTION_BATCH_SIZE
     cutoff = (now or timezone.now()) - timedelta(days=days)
     horizon = AuditCheckpoint.objects.filter(created__lt=cutoff).order_by("-chain_seq").first()
     if horizon is None:
         return 0
     with try_advisory_lock(_RETENTION_LOCK, session=True) as locked:
         if not locked:
-            return 0
+            raise RetentionBusy
         # The statements are the horizon's record: deleting one could move the horizon back.
         expired = AuditEvent.objects.filter(chain_seq__lte=horizon.chain_seq, occurred__lt=cutoff).exclude(
             event_type=RETENTION_EVENT
@@ -73,18 +88,27 @@ def apply_retention(now: datetime | None = None, days: int | None = None, batch_
         deleted = 0
         while batch := _delete_batch(expired, batch_size):
             deleted += batch
-        previous, _ = retention_horizon()
+        previous, last_statement = retention_horizon()
         # Also when nothing was deleted now: an earlier run may have stopped before recording.
         if deleted or horizon.chain_seq > previous:
             # A longer retention period never moves the horizon back over what is already gone.
             through = max(horizon.chain_seq, previous)
             kept, digest = kept_digest(kept_events(through))
+            # Every position up to `through` is kept or was deleted since the last statement (which
+            # found `kept` of its own positions present): this run's deletions and those of a run
+            # that died before recording.
+            previous_kept = last_statement.detail["kept"] if last_statement else 0
             statement = retention_statement(
-                through_seq=through, cutoff=cutoff.isoformat(), deleted=deleted, kept=kept, kept_digest=digest
+                through_seq=through,
+                cutoff=cutoff.isoformat(),
+                deleted=previous_kept + (through - previous) - kept,
+                kept=kept,
+                kept_digest=digest,
             )
-            record(RETENTION_EVENT, outcome="allow", detail=statement)
-            # Chained at once: verify_chain trusts a statement only once it is sealed.
-            seal_pending_events()
+            with transaction.atomic():
+                record(RETENTION_EVENT, outcome="allow", detail=statement)
+                # Chained at once: verify_chain trusts a statement only once it is sealed.
+                seal_pending_events()
         return deleted
 
 

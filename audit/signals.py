@@ -20,6 +20,7 @@ from django.dispatch import receiver
 
 from audit.events import record
 from audit.models import LegalHold
+from identity.sso import login_method
 from policies.models import Agent, Delegation, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
 
 MAX_USERNAME = 150
@@ -106,7 +107,8 @@ def _subjects(model: type | None, pk: str) -> dict[str, Any]:
 
 @receiver(user_logged_in, dispatch_uid="audit.login")
 def record_login(sender, request, user, **kwargs) -> None:
-    record("auth.login", outcome="allow", actor=user, human=user, request=request)
+    detail = {"method": login_method(user)}  # "sso" or "password"
+    record("auth.login", outcome="allow", actor=user, human=user, request=request, detail=detail)
 
 
 @receiver(user_login_failed, dispatch_uid="audit.login_failed")
@@ -115,11 +117,12 @@ def record_failed_login(sender, credentials: dict, request=None, **kwargs) -> No
     user_model = get_user_model()
     username = str(credentials.get(user_model.USERNAME_FIELD, ""))[:MAX_USERNAME]
     human = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+    sso = getattr(request, "sso_refusal", None)  # why the SSO provider's answer was refused (identity.sso)
     record(
         "auth.login_failed",
         outcome="deny",
-        reason="invalid_credentials",
+        reason=sso["reason"] if sso else "invalid_credentials",
         human=human,
         request=request,
-        detail={"username": username},
+        detail={"username": username, **(sso["detail"] if sso else {})},
     )

@@ -2,12 +2,26 @@
 
 from celery import shared_task
 
+from audit.export.jobs import ExportBusy, run_export_job
+from audit.retention import RetentionBusy, apply_retention
 
-@shared_task(ignore_result=True)
+# A task whose worker dies (killed, out of memory, node lost) runs again instead of being lost:
+# acks_late acknowledges the message only once the task has run, reject_on_worker_lost puts it back
+# when the pool process running it dies. So these tasks must be idempotent, and they are: see
+# audit.export.jobs and audit.retention. While the dead attempt's database session still holds the
+# job's lock, the new attempt waits and retries (backing off, for a few minutes at most).
+REDELIVERED_IF_WORKER_DIES = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+}
+
+
+@shared_task(ignore_result=True, autoretry_for=(ExportBusy,), **REDELIVERED_IF_WORKER_DIES)
 def run_export(job_id: str) -> None:
     """Run one export job (audit.export.jobs)."""
-    from audit.export.jobs import run_export_job
-
     run_export_job(job_id)
 
 
@@ -19,11 +33,9 @@ def seal_audit_events() -> int:
     return seal_pending_events()
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, autoretry_for=(RetentionBusy,), **REDELIVERED_IF_WORKER_DIES)
 def apply_audit_retention() -> int:
     """Delete expired, checkpointed events outside legal holds (audit.retention)."""
-    from audit.retention import apply_retention
-
     return apply_retention()
 
 

@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from unfold.admin import ModelAdmin
 from unfold.decorators import action, display
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
@@ -209,3 +210,8 @@ class GroupAdmin(BaseGroupAdmin, ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return super().has_delete_permission(request, obj) and not (obj is not None and is_role_group(obj))
+
+
+# django-otp registers an admin page for TOTP devices, which could show their secrets: staff
+# manage their own second factor on the two-factor pages (console.security).
+admin.site.unregister(TOTPDevice)

@@ -12,10 +12,19 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+from policies.oauth.errors import oauth_error
 
 FORM = "application/x-www-form-urlencoded"
 JSON_PREFIXES = ("/oauth/", "/api/", "/.well-known/")
+# The consent pages are for a person in a browser, although they live under /oauth/.
+PAGES_UNDER_JSON_PREFIXES = ("/oauth/authorize/",)
+
+
+def speaks_json(path: str) -> bool:
+    """Whether the caller at ``path`` is a program that expects errors as JSON, not a person."""
+    return path.startswith(JSON_PREFIXES) and not path.startswith(PAGES_UNDER_JSON_PREFIXES)
 
 
 def _has_nul(encoded: str | bytes) -> bool:
@@ -59,8 +68,8 @@ class RejectUnstorableTextMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if self._unstorable(request):
             message = "The request contains a NUL character or text that is not valid Unicode."
-            if request.path.startswith(JSON_PREFIXES):
-                return JsonResponse({"error": "invalid_request", "error_description": message}, status=400)
+            if speaks_json(request.path):
+                return oauth_error("invalid_request", message, 400)
             return HttpResponseBadRequest(message)
         return self.get_response(request)
 

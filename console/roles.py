@@ -30,6 +30,7 @@ class Role(StrEnum):
 ROLE_PERMISSIONS: dict[Role, list[str]] = {
     Role.SECURITY_ADMIN: [
         "policies.*",
+        "identity.*",
         "audit.view_auditevent",
         "audit.export_auditevent",
         "audit.view_auditexport",
@@ -52,6 +53,7 @@ ROLE_PERMISSIONS: dict[Role, list[str]] = {
     ],
     Role.COMPLIANCE_AUDITOR: [
         "policies.view_*",
+        "identity.view_*",
         "audit.view_*",
         "audit.export_auditevent",
         "audit.add_auditexport",

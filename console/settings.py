@@ -8,11 +8,17 @@ a signing key generated into ``var/``.
 """
 
 import ipaddress
+import json
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.conf import global_settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from console.keys import load_or_create_rsa_key
 
@@ -68,25 +74,46 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "oauth2_provider",
     "auditlog",
+    # Login lockout, the CSP header, and TOTP devices for console staff (console.security).
+    "axes",
+    "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "console",
     "policies",
     "audit",
+    "identity",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy on every response.
+    "console.security.ConsoleCSPMiddleware",
     "console.middleware.RejectUnstorableTextMiddleware",
     # Client address, user agent and correlation id for every audit event of the request.
     "audit.middleware.RequestMetadataMiddleware",
+    # PostgreSQL down or restarting: a 503 with Retry-After (OAuth error JSON at protocol doors), not
+    # a 500; inside RequestMetadataMiddleware so the 503 still carries X-Request-ID.
+    "console.outages.DatabaseOutageMiddleware",
+    # Request size limits, and per-caller rate limits on token, registration, login, introspection.
+    "console.limits.LimitsMiddleware",
     # Serves the admin's static files under gunicorn, with no proxy configuration.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # SSO sessions are re-checked at the provider every OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS, so that
+    # roles removed there end in open sessions; before the 2FA gate, which the session keeps.
+    "identity.sso.SsoSessionRefresh",
+    # Console staff verify a TOTP device (or a recovery code) before any console page or API call.
+    "console.security.StaffTwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    # Last, as django-axes requires: refuses logins of a locked-out username.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -110,6 +137,13 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # Health checks: a connection a PostgreSQL restart closed is replaced at the next request, so web
+    # nodes recover by themselves. connect_timeout (libpq's, so PostgreSQL only): an unreachable
+    # database is a prompt 503 (console.outages), not a request hanging until gunicorn kills its worker.
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+            "connect_timeout", int(os.environ.get("DATABASE_CONNECT_TIMEOUT", 5))
+        )
 elif DEBUG:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "console.sqlite3"}}
@@ -121,6 +155,25 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Introspection answers, shared by every worker (policies.introspection); 0 turns the cache off.
+# Short timeouts and no retries (redis-py retries for seconds by default): with Redis unreachable
+# a call costs little more, and PostgreSQL answers. Without Redis there is no cache: one
+# process's memory would miss another's revocations.
+INTROSPECTION_CACHE_SECONDS = int(os.environ.get("INTROSPECTION_CACHE_SECONDS", 300))
+INTROSPECTION_CACHE_OPTIONS = {
+    "SOCKET_CONNECT_TIMEOUT": 0.25,
+    "SOCKET_TIMEOUT": 0.25,
+    "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 0)},
+}
+CACHES["introspection"] = (
+    {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": INTROSPECTION_CACHE_OPTIONS,
+    }
+    if REDIS_URL and INTROSPECTION_CACHE_SECONDS > 0
+    else {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+)
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # Tasks run inline without Redis (make run) and in the tests, unless a test starts a real worker.
@@ -147,6 +200,9 @@ if DEBUG and "EMAIL_HOST" not in os.environ:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # make run: print emails
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Human passwords: Django's default (PBKDF2). Agents' generated secrets: a fast salted HMAC,
+# as strong for random secrets (console.hashers); listed last, so it is never the default.
+PASSWORD_HASHERS = [*global_settings.PASSWORD_HASHERS, "console.hashers.ClientSecretHasher"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
@@ -172,6 +228,8 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Bodies larger than this are refused before any view runs (protocol endpoints take small forms).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024))
+# Django's default, kept on purpose: a policy form may tick hundreds of tool actions.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = int(os.environ.get("DATA_UPLOAD_MAX_NUMBER_FIELDS", 1000))
 
 # --- Security posture -------------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
@@ -186,6 +244,86 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# __Host- cookies (secure ones only, as browsers require): Secure, Path=/ and no Domain, so no
+# sibling subdomain can set or overwrite the console's session or CSRF cookie.
+SESSION_COOKIE_NAME = "__Host-sessionid" if SESSION_COOKIE_SECURE else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if CSRF_COOKIE_SECURE else "csrftoken"
+
+# Content-Security-Policy (django-csp; console.security adds what the admin's Alpine.js needs).
+# No form-action: the consent form's answer redirects to the agent's own redirect URI.
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        # The console's pages and the admin theme carry style attributes and <style> blocks.
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
+
+# Per-caller rate limits (console.limits), "COUNT/SECONDS", each overridable by RATE_LIMIT_<NAME>.
+RATE_LIMITS = {
+    name: os.environ.get(f"RATE_LIMIT_{name.upper()}", default)
+    for name, default in {
+        "token_per_agent": "60/60",
+        "token_per_address": "300/60",
+        "registration_per_address": "20/3600",
+        "login_per_username": "10/60",
+        "login_per_address": "30/60",
+        "introspection_per_server": "6000/60",
+        "introspection_per_address": "12000/60",
+    }.items()
+}
+for _name, _rate in RATE_LIMITS.items():
+    if not re.fullmatch(r"[1-9]\d*/[1-9]\d*", _rate):
+        raise ImproperlyConfigured(f"RATE_LIMIT_{_name.upper()} must be COUNT/SECONDS, e.g. 60/60: {_rate!r}")
+# Their counters: Redis, shared by every worker, on a connection with short timeouts so that a
+# Redis that hangs costs little before the limits fail open. Without Redis (make run, one
+# process) local memory does.
+CACHES["ratelimit"] = (
+    {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+    }
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
+)
+
+# Login lockout (django-axes, attempts kept in PostgreSQL): AXES_FAILURE_LIMIT failures of one
+# username from one address lock that pair out for AXES_COOLOFF_MINUTES. Locking the pair, not
+# the account, keeps a stranger from locking a real user out; the per-username rate limit above
+# bounds guessing spread over many addresses.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("AXES_COOLOFF_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "console.security.login_client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "limits/locked_out.html"
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are in the audit trail already
+AXES_VERBOSE = False  # so are failures and lockouts; axes's own log lines would only repeat them
+AXES_ENABLE_ADMIN = False  # unlock with `manage.py axes_reset_username <name>`, or wait the cool-off
+
+# Two-factor authentication: console staff verify a TOTP device (or a one-time recovery code)
+# after their password, before any console page or management API call (console.security).
+# Off by default only in the DJANGO_DEBUG development mode, where the demo's staff have no phones.
+CONSOLE_REQUIRE_2FA = env_bool("CONSOLE_REQUIRE_2FA", not DEBUG)
+OTP_TOTP_ISSUER = "MCP Policy Console"
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # --- OAuth 2.1 (django-oauth-toolkit) ---------------------------------------------------------
 OAUTH2_PROVIDER_APPLICATION_MODEL = "policies.Agent"
@@ -216,7 +354,12 @@ OAUTH2_PROVIDER = {
     "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": AUTH_METHODS,
     "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
     "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": AUTH_METHODS,
-    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": [
+        "authorization_code",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:token-exchange",  # RFC 8693: policies.oauth.token_exchange
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",  # RFC 7523 carrying an ID-JAG: identity.grant
+    ],
     # Every RFC 9700 gate on: S256 only, no implicit, no password grant, no token in query
     # strings, `iss` in authorization responses, tokens hashed at rest, and deploy checks fail on
     # insecure refresh, redirect and PKCE settings.
@@ -234,6 +377,8 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
     "PKCE_REQUIRED": True,
     "ROTATE_REFRESH_TOKEN": True,
+    # Checked on every confidential agent's token request: see PASSWORD_HASHERS.
+    "CLIENT_SECRET_HASHER": "client_secret_sha256",
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("ACCESS_TOKEN_EXPIRE_SECONDS", 900)),
     "REFRESH_TOKEN_EXPIRE_SECONDS": int(os.environ.get("REFRESH_TOKEN_EXPIRE_SECONDS", 30 * 86400)),
@@ -246,6 +391,9 @@ OAUTH2_PROVIDER = {
     "CIMD_ENABLED": True,
     "CIMD_METADATA_FETCHER": "policies.oauth.cimd.PolicyMetadataFetcher",
 }
+
+# Token exchange (RFC 8693): how many hops a chain may have (agent -> server A -> server B is 1).
+TOKEN_EXCHANGE_MAX_DEPTH = int(os.environ.get("TOKEN_EXCHANGE_MAX_DEPTH", 3))
 
 # Agent registration: "auto_approve" makes agents registered by DCR or CIMD active at once,
 # "require_approval" leaves them pending until an admin approves. Policy files can change it.
@@ -285,6 +433,12 @@ SPECTACULAR_SETTINGS = {
     # Read-only fields (ids, client_id, status) stay out of request bodies.
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/",
+    # The OAuth endpoints (plain Django views) and DRF's error answers, described by hand.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "policies.oauth.openapi.add_oauth_endpoints",
+        "console.openapi.document_api_errors",
+    ],
     # Several models have a "status" or a risk; each choice set gets one name of its own.
     "ENUM_NAME_OVERRIDES": {
         "AgentStatusEnum": "policies.models.Agent.Status",
@@ -377,6 +531,13 @@ UNFOLD = {
                     _entry("Groups", "group", "auth.group"),
                 ],
             },
+            {
+                "title": "Enterprise identity",
+                "items": [
+                    _entry("Identity providers", "badge", "identity.trustedidentityprovider"),
+                    _entry("External identities", "link", "identity.externalidentity"),
+                ],
+            },
         ],
     },
 }
@@ -407,6 +568,9 @@ except ValueError as error:
 # one); the audit events' client_ip already follows TRUSTED_PROXIES.
 AUDITLOG_DISABLE_REMOTE_ADDR = True
 AUDIT_RETENTION_DAYS = int(os.environ.get("AUDIT_RETENTION_DAYS", 365))
+# Events deleted per transaction: short transactions keep locks short; a run killed half-way is
+# finished by its retry (audit.retention).
+AUDIT_RETENTION_BATCH_SIZE = int(os.environ.get("AUDIT_RETENTION_BATCH_SIZE", 5000))
 CELERY_BEAT_SCHEDULE.update(
     {
         # Chain committed events and sign a checkpoint; writers never wait for it.
@@ -418,3 +582,45 @@ CELERY_BEAT_SCHEDULE.update(
         "ensure-audit-partitions": {"task": "audit.tasks.ensure_audit_partitions", "schedule": 86400.0},
     }
 )
+
+# --- Console SSO through an OIDC identity provider (identity.sso, mozilla-django-oidc) ---------
+# Off unless OIDC_RP_CLIENT_ID is set; the local sign-in form always stays (break-glass admins).
+# OIDC_GROUP_MAP is JSON: {"<IdP group>": ["<console group>", ...]}; a console role is the group
+# of its name (console.roles.Role, e.g. "Security admins"), a policy group any other group.
+# Trusted IdPs' JWKS URLs may point at loopback only in development and tests (identity.models).
+IDENTITY_ALLOW_LOOPBACK_JWKS = env_bool("IDENTITY_ALLOW_LOOPBACK_JWKS", DEBUG)
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_RP_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_RP_CLIENT_SECRET", "")
+OIDC_OP_ISSUER = os.environ.get("OIDC_OP_ISSUER", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("OIDC_RP_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "groups")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+OIDC_AUTHENTICATION_CALLBACK_URL = "sso-callback"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+# SSO sessions are re-checked at the provider (prompt=none) this often, so that a role removed
+# there leaves open console sessions within minutes (identity.sso.SsoSessionRefresh).
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = int(os.environ.get("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", 15 * 60))
+SSO_REQUIRED_SETTINGS = [
+    "OIDC_OP_ISSUER",
+    "OIDC_OP_AUTHORIZATION_ENDPOINT",
+    "OIDC_OP_TOKEN_ENDPOINT",
+    "OIDC_OP_USER_ENDPOINT",
+    "OIDC_OP_JWKS_ENDPOINT",
+]
+try:
+    OIDC_GROUP_MAP = {
+        idp_group: [groups] if isinstance(groups, str) else list(groups)
+        for idp_group, groups in json.loads(os.environ.get("OIDC_GROUP_MAP", "{}")).items()
+    }
+except (ValueError, AttributeError, TypeError) as error:
+    raise ImproperlyConfigured(f'OIDC_GROUP_MAP: {{"idp group": ["console group"]}} ({error})') from error
+if OIDC_RP_CLIENT_ID:
+    if missing := [name for name in SSO_REQUIRED_SETTINGS if not globals()[name]]:
+        raise ImproperlyConfigured(f"Console SSO (OIDC_RP_CLIENT_ID) also needs {', '.join(missing)}.")
+    AUTHENTICATION_BACKENDS = [*AUTHENTICATION_BACKENDS, "identity.sso.ConsoleOIDCBackend"]

@@ -20,10 +20,13 @@ No Django needed: this package talks to the console over HTTP only. Usage::
 - ``ToolScopeGuard`` checks, before a tool runs, that the token may use the tool's scope
   (``tool:action``); if not, it answers 403 ``insufficient_scope`` naming the scope (step-up).
   It also serves the protected resource metadata (RFC 9728) that sends clients to the console.
+- ``TokenExchanger`` (RFC 8693) turns the token a tool received into a token bound to another
+  MCP server, for the same human and agent, so the tool can call that server's tools.
 - ``EventReporter`` reports each tool call's result (success or error, duration, a digest of the
   arguments) to the console's audit trail, in batches, with this server's credentials.
 """
 
+from mcp_console_auth.exchange import ExchangedToken, TokenExchanger, TokenExchangeRefused
 from mcp_console_auth.guard import ToolScopeGuard
 from mcp_console_auth.reporter import EventReporter, arguments_digest
 from mcp_console_auth.verifier import (
@@ -39,7 +42,10 @@ __all__ = [
     "ConsoleTokenVerifier",
     "ConsoleUnavailable",
     "EventReporter",
+    "ExchangedToken",
     "ToolCallDecision",
+    "TokenExchangeRefused",
+    "TokenExchanger",
     "ToolScopeGuard",
     "arguments_digest",
     "discover_console",

@@ -34,6 +34,7 @@ class ConsoleMetadata:
 
     issuer: str
     introspection_endpoint: str
+    token_endpoint: str = ""  # for token exchange (``mcp_console_auth.exchange``)
 
 
 def discover_console(console_url: str, *, timeout: float = 10.0) -> ConsoleMetadata:
@@ -43,7 +44,11 @@ def discover_console(console_url: str, *, timeout: float = 10.0) -> ConsoleMetad
         response = httpx2.get(url, timeout=timeout, follow_redirects=False)
         response.raise_for_status()
         data = response.json()
-        return ConsoleMetadata(issuer=data["issuer"], introspection_endpoint=data["introspection_endpoint"])
+        return ConsoleMetadata(
+            issuer=data["issuer"],
+            introspection_endpoint=data["introspection_endpoint"],
+            token_endpoint=data.get("token_endpoint", ""),
+        )
     except (httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:
         raise ConsoleUnavailable(f"Cannot read the console's metadata at {url}: {exc!r}") from exc
 

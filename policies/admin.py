@@ -31,6 +31,7 @@ from policies.models import (
     Agent,
     Delegation,
     DelegationPolicy,
+    ExchangePolicy,
     Grant,
     IDToken,
     McpServer,
@@ -580,6 +581,48 @@ class DelegationPolicyAdmin(ModelAdmin):
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         if db_field.name in ("may_delegate", "approval_required"):
+            kwargs["queryset"] = ToolAction.objects.select_related("tool__server")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class ExchangePolicyForm(forms.ModelForm):
+    class Meta:
+        model = ExchangePolicy
+        fields = ["source", "target", "scopes"]
+
+    def clean(self):
+        cleaned = super().clean()
+        for field, field_errors in ExchangePolicy.scope_errors(
+            cleaned.get("target"), cleaned.get("scopes") or []
+        ).items():
+            self.add_error(field, field_errors)
+        return cleaned
+
+
+@admin.register(ExchangePolicy)
+class ExchangePolicyAdmin(ModelAdmin):
+    """Token exchange hops (RFC 8693): which MCP server may exchange tokens for which other one."""
+
+    form = ExchangePolicyForm
+    list_display = ["source", "target", "scope_count"]
+    list_filter = ["source", "target"]
+    search_fields = ["source__name", "target__name"]
+    filter_horizontal = ["scopes"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("source", "target")
+            .annotate(scope_total=Count("scopes"))
+        )
+
+    @display(description="scopes", ordering="scope_total")
+    def scope_count(self, obj: ExchangePolicy) -> int:
+        return obj.scope_total
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "scopes":
             kwargs["queryset"] = ToolAction.objects.select_related("tool__server")
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from audit.events import record
 from console.roles import Role
 from policies.decisions import decide
+from policies.introspection import introspection_changed
 from policies.models import AccessToken, Delegation, Grant, RefreshToken
 from policies.revocation import end_delegations
 
@@ -81,6 +82,7 @@ def approve_delegation(delegation: Delegation, *, by: AbstractBaseUser, comment:
         # introspection, as when a human consents again without needing an approver.
         for model in (AccessToken, RefreshToken, Grant):
             model.objects.filter(delegation=previous).update(delegation=delegation)
+        introspection_changed()  # a bulk update sends no signal
         end_delegations(Delegation.objects.filter(pk=previous.pk), by=by, why="superseded")
     delegation.status = Delegation.Status.APPROVED
     delegation.scope = " ".join(sorted(decision.scopes))

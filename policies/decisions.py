@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -22,6 +23,7 @@ from policies.models import (
     Agent,
     Delegation,
     DelegationPolicy,
+    ExchangePolicy,
     McpServer,
     ToolAction,
     scopes_of,
@@ -48,6 +50,11 @@ class Reason:
     NO_USABLE_SCOPE = "no_usable_scope"
     UNKNOWN_TOOL = "unknown_tool"
     TOOL_DISCOVERY = "tool_discovery"
+    # Token exchange (RFC 8693): no hop policy from the actor to the target, a chain longer than
+    # TOKEN_EXCHANGE_MAX_DEPTH, an MCP server up the chain deactivated.
+    EXCHANGE_NOT_ALLOWED = "exchange_not_allowed"
+    CHAIN_TOO_DEEP = "chain_too_deep"
+    ACTOR_INACTIVE = "actor_inactive"
 
 
 _DELEGATION_STATUS_REASON = {
@@ -70,6 +77,8 @@ class Decision:
     needs_approval: frozenset[str] = field(default_factory=frozenset)
     lifetime: int | None = None
     refused: Mapping[str, str] = field(default_factory=dict)
+    # Token exchange only: the hop policy that allows it.
+    hop: ExchangePolicy | None = None
 
     @classmethod
     def deny(cls, reason: str) -> Decision:
@@ -186,6 +195,75 @@ def _discovery_decision(
     return Decision(True, Reason.TOOL_DISCOVERY)
 
 
+def exchange_depth(token: AccessToken) -> int:
+    """How many exchanges lie behind ``token`` (0: it came from the agent's own OAuth flow)."""
+    depth = 0
+    while token.parent_id is not None:
+        depth, token = depth + 1, token.parent
+    return depth
+
+
+def _chain_refusal(token: AccessToken) -> str | None:
+    """Why a token made by token exchange is no longer usable, or None.
+
+    It lives only while the hop that made it is still allowed and the subject token it came from
+    is still usable at its own server, and so on up to the agent's token: revoking the root
+    delegation, the agent, any token of the chain, deactivating a server of the chain or removing
+    a hop ends every token below. Asked at every use, not only at the exchange, so a re-exchanged
+    token cannot outlive what it came from (keycloak#52691).
+    """
+    parent = (
+        AccessToken.objects.select_related("application", "delegation__server", "delegation__human")
+        .filter(pk=token.parent_id)
+        .first()
+    )
+    hop = token.exchange_policy
+    if parent is None or hop is None or parent.delegation is None or parent.application is None:
+        return Reason.REVOKED  # deleting either deletes this token too; a stale read gets here
+    if (hop.source_id, hop.target_id) != (parent.delegation.server_id, token.delegation.server_id):
+        return Reason.EXCHANGE_NOT_ALLOWED
+    upstream = decide(agent=parent.application, server=parent.delegation.server, token=parent)
+    if upstream.allowed:
+        return None
+    return Reason.ACTOR_INACTIVE if upstream.reason == Reason.SERVER_INACTIVE else upstream.reason
+
+
+def _exchange_terms(
+    agent: Agent,
+    actor: McpServer,
+    target: McpServer,
+    subject: AccessToken,
+    delegation: Delegation | None,
+    requested: Iterable[str] | None,
+) -> Decision:
+    """What a token exchanged by ``actor`` for ``target`` may carry: the requested scopes within
+    what the human's own delegation on the target allows and within the hop policy, never wider.
+    """
+    if subject.delegation_id is None:
+        return Decision.deny(Reason.TOOL_DISCOVERY)  # the console's own token: never exchanged
+    # The subject token must be live, bound to the actor, and its whole chain still usable.
+    upstream = decide(agent=agent, server=actor, token=subject)
+    if not upstream.allowed:
+        return Decision.deny(upstream.reason)
+    hop = ExchangePolicy.objects.filter(source=actor, target=target).first()
+    if hop is None:
+        return Decision.deny(Reason.EXCHANGE_NOT_ALLOWED)
+    if exchange_depth(subject) + 1 > settings.TOKEN_EXCHANGE_MAX_DEPTH:
+        return Decision.deny(Reason.CHAIN_TOO_DEEP)
+    # The human stays in the chain: the agent reaches the target only through her own delegation.
+    if delegation is None or delegation.human_id != subject.delegation.human_id:
+        return Decision.deny(Reason.NO_DELEGATION)
+    on_target = decide(agent=agent, server=target, delegation=delegation)
+    if not on_target.allowed:
+        return Decision.deny(on_target.reason)
+    usable = on_target.scopes & hop.scope_set
+    if requested is not None:
+        usable &= set(requested)
+    if not usable:
+        return Decision.deny(Reason.NO_USABLE_SCOPE)
+    return Decision(True, Reason.OK, frozenset(usable), hop=hop)
+
+
 def decide(
     *,
     agent: Agent,
@@ -195,6 +273,7 @@ def decide(
     delegation: Delegation | None = None,
     token: AccessToken | None = None,
     tool_call: str | None = None,
+    actor: McpServer | None = None,
 ) -> Decision:
     """Decide whether ``agent`` may act at ``server``.
 
@@ -203,7 +282,11 @@ def decide(
     - token issuance: the ``delegation`` the new token hangs off.
     - token use: the ``token`` (its delegation is checked too) and optionally the
       ``tool_call`` scope (``tool:action``) about to run. A token without a delegation is usable
-      only as the console's discovery token (``policies.discovery``).
+      only as the console's discovery token (``policies.discovery``). A token made by token
+      exchange is usable only while its whole chain is (``_chain_refusal``).
+    - token exchange (RFC 8693): the subject ``token``, the ``actor`` (the MCP server presenting
+      it), the target ``server``, the human's ``delegation`` there (None if she has none) and the
+      requested ``scopes`` (None: all that may be had); allowed with the new token's scopes.
 
     Policies and the agent's ceiling are read afresh each time: narrowing either takes effect at
     the next token request or introspection.
@@ -215,12 +298,21 @@ def decide(
     if not server.active:
         return Decision.deny(Reason.SERVER_INACTIVE)
 
+    if actor is not None:
+        if token is None:
+            raise ValueError("a token exchange needs the subject token")
+        return _exchange_terms(agent, actor, server, token, delegation, scopes)
+
     if token is not None:
         if token.expires <= timezone.now():
             return Decision.deny(Reason.EXPIRED)
         delegation = token.delegation
         if delegation is None:
             return _discovery_decision(agent, server, token, tool_call)
+        if token.parent_id is not None:
+            refusal = _chain_refusal(token)
+            if refusal is not None:
+                return Decision.deny(refusal)
 
     if delegation is not None:
         if delegation.server_id != server.pk:
@@ -242,6 +334,8 @@ def decide(
         usable = delegation.scopes & delegable_scopes(human, server, agent)
         if token is not None:
             usable &= scopes_of(token.scope)
+            if token.exchange_policy_id is not None:
+                usable &= token.exchange_policy.scope_set  # a narrowed hop narrows its tokens at once
         if not usable:
             return Decision.deny(Reason.NO_USABLE_SCOPE)
         if tool_call is not None and tool_call not in usable:

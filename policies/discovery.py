@@ -23,10 +23,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
-from oauth2_provider.models import set_token_value
 
 from audit.events import record
 from policies.models import AccessToken, Agent, McpServer
+from policies.tokens import issue_access_token
 
 CONSOLE_SOURCE = "console"
 CONSOLE_CLIENT_ID = "mcp-policy-console"
@@ -80,18 +80,9 @@ def console_agent() -> Agent:
 def mint_discovery_token(server: McpServer, human: AbstractBaseUser) -> tuple[AccessToken, str]:
     """A discovery token for ``server`` on behalf of ``human``; returns the row and the raw value."""
     agent = console_agent()
-    raw = generate_client_secret()  # DOT's generator for the tokens it mints itself (RFC 7592)
-    token = AccessToken(
-        user=human,
-        application=agent,
-        delegation=None,
-        scope="",
-        resource=[server.resource],
-        expires=timezone.now() + timedelta(seconds=DISCOVERY_TOKEN_SECONDS),
-    )
-    set_token_value(token, raw)  # only the checksum is stored
+    expires = timezone.now() + timedelta(seconds=DISCOVERY_TOKEN_SECONDS)
     with transaction.atomic():
-        token.save()
+        raw, token = issue_access_token(agent, human, None, (), expires, server=server)
         record(
             "token.issued",
             outcome="allow",

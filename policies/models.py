@@ -304,6 +304,15 @@ class AccessToken(AbstractAccessToken):
     delegation = models.ForeignKey(
         Delegation, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens"
     )
+    # Token exchange (RFC 8693, ``policies.exchange``): the subject token this one was exchanged
+    # from, and the hop policy that allowed it. Deleting either deletes this token, so revoking
+    # anything up the chain (or removing the hop) removes every token derived from it.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="derived_tokens"
+    )
+    exchange_policy = models.ForeignKey(
+        "ExchangePolicy", null=True, blank=True, on_delete=models.CASCADE, related_name="tokens"
+    )
 
     class Meta(AbstractAccessToken.Meta):
         swappable = "OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL"
@@ -384,6 +393,68 @@ class DelegationPolicy(models.Model):
         if above:
             errors["may_delegate"] = [f"Above the agent's scope ceiling: {', '.join(above)}."]
         return errors
+
+
+class ExchangePolicy(models.Model):
+    """A hop of token exchange (RFC 8693): ``source`` may exchange a token bound to itself for a
+    token bound to ``target``, with at most ``scopes`` of the target's tool actions.
+
+    It plays the part of RFC 8693's ``may_act``: which MCP server may act, for the same human and
+    agent, at which other server. The new token never exceeds it, nor the human's own delegation
+    to the agent on the target; no hop policy, no exchange.
+    """
+
+    source = models.ForeignKey(
+        McpServer,
+        on_delete=models.CASCADE,
+        related_name="exchange_policies_out",
+        help_text="The MCP server that presents a token bound to itself.",
+    )
+    target = models.ForeignKey(
+        McpServer,
+        on_delete=models.CASCADE,
+        related_name="exchange_policies_in",
+        help_text="The MCP server the new token is bound to.",
+    )
+    scopes = models.ManyToManyField(
+        ToolAction,
+        blank=True,
+        related_name="exchangeable_by",
+        help_text="The most a token exchanged along this hop may carry (the target's tool actions).",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "exchange policy"
+        verbose_name_plural = "exchange policies"
+        ordering = ["source__name", "target__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "target"], name="one_exchange_policy_per_hop"),
+            models.CheckConstraint(
+                condition=~models.Q(source=models.F("target")), name="exchange_policy_between_two_servers"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} → {self.target}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.source_id is not None and self.source_id == self.target_id:
+            raise ValidationError({"target": "A hop goes from one MCP server to another."})
+
+    @staticmethod
+    def scope_errors(target: McpServer | None, scopes: Iterable[ToolAction]) -> dict[str, list[str]]:
+        """Scopes that are not the target's (many-to-many values are checked before saving, as
+        ``DelegationPolicy.scope_errors`` does)."""
+        foreign = sorted(
+            f"{a.tool.server.name}: {a.scope}" for a in scopes if target and a.tool.server_id != target.pk
+        )
+        return {"scopes": [f"Not tools of the target server: {', '.join(foreign)}."]} if foreign else {}
+
+    @property
+    def scope_set(self) -> set[str]:
+        return {action.scope for action in self.scopes.select_related("tool")}
 
 
 class PolicySetting(models.Model):

@@ -3,10 +3,13 @@ Revocation at every level: one token, one delegation, an agent, a human, an MCP 
 
 Each level revokes exactly the delegations and tokens below it. Access tokens are deleted (as
 DOT's own revocation does) and refresh tokens marked revoked, so the very next introspection or
-refresh fails; nothing outside the chosen delegations changes.
+refresh fails; nothing outside the chosen delegations changes, but the tokens exchanged from
+their tokens (RFC 8693, ``policies.exchange``), which are ended with them and recorded.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -14,7 +17,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.events import record
+from policies.introspection import introspection_changed
 from policies.models import AccessToken, Agent, Delegation, McpServer, RefreshToken
+from policies.tokens import token_actors
 
 
 @transaction.atomic
@@ -41,6 +46,9 @@ def end_delegations(
     RefreshToken.objects.filter(delegation_id__in=ids, revoked__isnull=True).update(
         revoked=now, updated=now, access_token=None
     )
+    revoke_derived_tokens(
+        AccessToken.objects.filter(delegation_id__in=ids), by=by, why=why, exclude_delegations=ids
+    )
     AccessToken.objects.filter(delegation_id__in=ids).delete()
     changes = {"status": status, "updated": now}
     if status == Delegation.Status.REVOKED:
@@ -48,6 +56,7 @@ def end_delegations(
     if comment:
         changes["decision_comment"] = comment
     Delegation.objects.filter(pk__in=ids).update(**changes)
+    introspection_changed()  # a bulk update sends no signal
     for delegation in targets:
         record(
             f"delegation.{status}",
@@ -115,7 +124,52 @@ def revoke_token(token: AccessToken | RefreshToken, *, by: AbstractBaseUser | No
         token=access,
         detail={"refresh_token_id": refresh.pk if refresh else None},
     )
+    if access is not None:
+        revoke_derived_tokens(AccessToken.objects.filter(pk=access.pk), by=by, why="token")
     if refresh is not None:
         refresh.revoke()  # DOT's: marks it revoked and deletes its access token
     if access is not None:
         AccessToken.objects.filter(pk=access.pk).delete()
+
+
+def revoke_derived_tokens(
+    parents: QuerySet[AccessToken],
+    *,
+    by: AbstractBaseUser | None,
+    why: str,
+    exclude_delegations: Collection[int] = (),
+) -> int:
+    """The tokens exchanged from ``parents`` (RFC 8693), at any depth, each recorded as revoked
+    with the chain it had, then deleted. Deleting a parent deletes them anyway (``parent``
+    cascades); this says so in the audit trail. Those on ``exclude_delegations`` are left to
+    the caller, which records those delegations' end."""
+    derived: list[AccessToken] = []
+    level = parents
+    while True:
+        found = list(
+            AccessToken.objects.filter(parent__in=level).select_related(
+                "application", "user", "delegation__server"
+            )
+        )
+        if not found:
+            break
+        derived += found
+        level = AccessToken.objects.filter(pk__in=[token.pk for token in found])
+    for token in derived:
+        if token.delegation_id in exclude_delegations:
+            continue
+        record(
+            "token.revoked",
+            outcome="allow",
+            reason="chain",
+            actor=by,
+            human=token.user,
+            agent=token.application,
+            actors=token_actors(token),
+            server=token.delegation.server,
+            delegation=token.delegation,
+            token=token,
+            detail={"revoked": why, "parent_token_id": token.parent_id},
+        )
+    AccessToken.objects.filter(pk__in=[token.pk for token in derived]).delete()
+    return len(derived)

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,14 @@ class Worker:
 @pytest.fixture
 def celery_worker(transactional_db, tmp_path) -> Iterator[Worker]:
     """Start ``celery worker`` on a queue of its own; tasks sent during the test go to it."""
+    with running_worker(tmp_path, "--pool=solo") as worker:
+        yield worker
+
+
+@contextmanager
+def running_worker(tmp_path, *pool: str, **settings_env: str) -> Iterator[Worker]:
+    """A worker with the ``pool`` options (e.g. prefork with one child, whose death a fault test
+    causes) and extra environment for its settings."""
     queue = f"test-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ)
     db = settings.DATABASES["default"]
@@ -49,9 +58,10 @@ def celery_worker(transactional_db, tmp_path) -> Iterator[Worker]:
     env["DATABASE_URL"] = f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{db['NAME']}"
     env["DJANGO_SETTINGS_MODULE"] = "console.test_settings"
     env["CELERY_TASK_ALWAYS_EAGER"] = "0"
+    env.update(settings_env)
     log = (tmp_path / "celery-worker.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "console", "worker", "--pool=solo", "-Q", queue, "-l", "INFO"],
+        [sys.executable, "-m", "celery", "-A", "console", "worker", *pool, "-Q", queue, "-l", "INFO"],
         cwd=ROOT,
         env=env,
         stdout=log,

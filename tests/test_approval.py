@@ -134,7 +134,12 @@ def test_a_denied_request_shows_the_comment_and_sends_the_agent_access_denied(
 
     page = oauth.browser.get(waiting)
     assert b"Not for this project" in page.content
-    assert query(oauth.browser.post(waiting)) == {"error": "access_denied", "state": params["state"]}
+    # RFC 9207: the waiting page's error redirect names the issuer, as every authorization response.
+    assert query(oauth.browser.post(waiting)) == {
+        "error": "access_denied",
+        "state": params["state"],
+        "iss": "http://testserver",
+    }
     assert AuditEvent.objects.get(event_type="delegation.denied").actor_username == "ann"
 
 
@@ -261,7 +266,12 @@ def test_a_request_no_approver_decides_in_time_expires_and_the_human_is_told(
     assert b"The request expired" in page.content
     assert b"No approver decided within 72 hours." in page.content
     assert b'http-equiv="refresh"' not in page.content
-    assert query(oauth.browser.post(waiting)) == {"error": "access_denied", "state": params["state"]}
+    # RFC 9207: the waiting page's error redirect names the issuer, as every authorization response.
+    assert query(oauth.browser.post(waiting)) == {
+        "error": "access_denied",
+        "state": params["state"],
+        "iss": "http://testserver",
+    }
     # Only the request expired: the delegation approved before it keeps working.
     assert introspect(calendar, token).json()["active"] is True
 

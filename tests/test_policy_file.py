@@ -807,7 +807,7 @@ BAD_FILES = {
     ),
     "unknown top-level key": (
         NOTES + "users: []\n",
-        "line 3: users: unknown key (expected one of servers, agents, groups, settings)",
+        "line 3: users: unknown key (expected one of servers, agents, groups, exchange_policies, settings)",
     ),
     "not a mapping": ("- notes\n", "line 1: document: must be a mapping"),
     "empty file": ("# nothing yet\n", "the policy document is empty"),

@@ -25,7 +25,8 @@ from django.utils import timezone
 
 from audit.models import AuditCheckpoint, AuditEvent, AuditExport, LegalHold
 from console.roles import Role
-from policies.models import Delegation, PolicySetting
+from identity.models import ExternalIdentity, TrustedIdentityProvider
+from policies.models import Delegation, ExchangePolicy, PolicySetting
 from tests.api_support import api_routes, make_agent, pending_delegation, person, tokens_for, url_patterns
 from tests.conftest import allow_delegation, make_server
 from tests.support import free_loopback_port
@@ -48,6 +49,7 @@ MAY: dict[str, dict[str, set[str]]] = {
         "auth.user": {"view", "add", "change"},
         "auth.group": {"view", "add", "change"},
         "auditlog.logentry": {"view"},
+        "identity.*": EVERYTHING,  # trusted IdPs, their group mappings, linked identities
     },
     "approver": {**SIGNED_IN, **CONSOLE, "policies.delegation": {"view", "approve"}},
     "compliance auditor": {
@@ -60,6 +62,7 @@ MAY: dict[str, dict[str, set[str]]] = {
         "auth.user": {"view"},
         "auth.group": {"view"},
         "auditlog.logentry": {"view"},  # read-only everywhere, the model diffs included
+        "identity.*": {"view"},
     },
     "end user": SIGNED_IN,
     "anonymous": {},
@@ -85,6 +88,8 @@ NOBODY = {
     ("auditlog.logentry", "add"): "model diffs are recorded, not typed in",
     ("auditlog.logentry", "change"): "model diffs are append-only",
     ("auditlog.logentry", "delete"): "model diffs are append-only",
+    ("identity.externalidentity", "add"): "an IdP links a human when they first come through it",
+    ("identity.externalidentity", "change"): "a link is the IdP's subject: unlink (delete), never edit",
 }
 
 
@@ -168,8 +173,12 @@ PAGES: dict[str, tuple[str, tuple[str, str], str | None]] = {
     "audit-export-progress": ("get", ("audit.auditevent", "export"), "audit.auditexport"),
     "login": ("get", ("public", "view"), None),
     "": ("get", ("public", "view"), None),  # / redirects to the console
+    "two-factor-setup": ("get", ("console", "enter"), None),  # staff's second factor only
+    "two-factor-verify": ("get", ("console", "enter"), None),
 }
-PAGE_SKIP = {"logout"}  # POST only; signs the tester out
+# logout: POST only, signs the tester out; sso-*: console SSO's doors, 404 unless an OIDC provider
+# is configured, anonymous by nature (tests/test_sso.py drives them against a real provider).
+PAGE_SKIP = {"logout", "sso-start", "sso-callback"}
 PROTOCOL_URLCONF = "policies.oauth.urls"  # OAuth endpoints: no roles, covered by the OAuth tests
 
 # --- The world: one row of every model a page or endpoint shows ---------------------------------
@@ -205,6 +214,10 @@ def world(db, tmp_path, settings) -> World:
         "policies.agent": agent,
         "policies.delegation": waiting,
         "policies.delegationpolicy": alice.groups.get().delegation_policies.get(),
+        "policies.exchangepolicy": ExchangePolicy.objects.create(
+            source=files.server,
+            target=make_server("notes", f"http://127.0.0.1:{free_loopback_port()}/mcp", {}).server,
+        ),
         "policies.policysetting": PolicySetting.objects.create(
             key="agent_registration", value="auto_approve"
         ),
@@ -217,6 +230,12 @@ def world(db, tmp_path, settings) -> World:
         "audit.legalhold": LegalHold.objects.create(name="case 1"),
         "audit.auditcheckpoint": AuditCheckpoint.objects.create(
             chain_seq=1, last_event_id=1, event_count=1, chain_hash="0" * 64, signature="sig"
+        ),
+        "identity.trustedidentityprovider": TrustedIdentityProvider.objects.create(
+            name="acme", issuer="https://idp.acme.example", jwks_url="https://idp.acme.example/jwks"
+        ),
+        "identity.externalidentity": ExternalIdentity.objects.create(
+            issuer="https://idp.acme.example", subject="00u1", user=alice
         ),
         "auditlog.logentry": LogEntry.objects.create(
             content_type=ContentType.objects.get_for_model(Group),

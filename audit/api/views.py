@@ -91,7 +91,10 @@ class EventExport(FormatFromQuery):
 
     permission_classes = [IsAuthenticated, CanExportEvents]
 
-    @extend_schema(parameters=[FORMAT_PARAMETER, *FILTER_PARAMETERS], responses={200: OpenApiTypes.BINARY})
+    @extend_schema(
+        parameters=[FORMAT_PARAMETER, *FILTER_PARAMETERS],
+        responses={(200, media.split(";")[0]): OpenApiTypes.BINARY for media in CONTENT_TYPES.values()},
+    )
     def get(self, request):
         fmt = request.query_params.get("format", "")
         try:

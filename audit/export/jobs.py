@@ -4,10 +4,17 @@ The file goes to ``default_storage`` under ``AUDIT_EXPORT["PREFIX"]``; it is wri
 temporary file first, so a failed job leaves no half-written export behind. The file is a copy of
 the trail, so it is deleted ``AUDIT_EXPORT_KEEP_HOURS`` after the job finished; the job row and its
 manifest stay as the record of what was exported (an expired job is done with no ``file_path``).
+
+A job survives its worker dying: the task is delivered again (audit.tasks), and an attempt that
+finds the job queued or running (its first attempt died) writes the file again from the start,
+while a session advisory lock per job keeps two live attempts apart. The job ends done and its
+``audit.exported`` event is recorded in one transaction, so an attempt that dies in between leaves
+neither.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -20,6 +27,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from audit.chain import try_advisory_lock
 from audit.events import record
 from audit.export import ExportRun, check_format, export_events, filters_as_json, parse_filters, record_export
 from audit.models import AuditExport
@@ -31,6 +39,10 @@ EXPIRED_EVENT = "audit.export_expired"
 
 class ExportFileGone(Exception):
     """The job's file was deleted after AUDIT_EXPORT_KEEP_HOURS (or is missing from storage)."""
+
+
+class ExportBusy(Exception):
+    """Another attempt holds the job (or the session of an attempt whose worker died lingers)."""
 
 
 def start_export(filters: Mapping[str, Any], fmt: str, *, by) -> AuditExport:
@@ -46,37 +58,57 @@ def start_export(filters: Mapping[str, Any], fmt: str, *, by) -> AuditExport:
     return job
 
 
+def _job_lock(job_id: str) -> int:
+    """The advisory lock key of one job: 64 bits of a hash of its id."""
+    return int.from_bytes(hashlib.sha256(f"audit-export:{job_id}".encode()).digest()[:8], "big", signed=True)
+
+
 def run_export_job(job_id: str) -> AuditExport:
-    """Write the job's file, updating ``rows_written`` as it goes; the job ends done or failed."""
-    job = AuditExport.objects.get(pk=job_id)
-    if job.status != AuditExport.Status.QUEUED:
-        return job  # a task delivered twice runs once
+    """Write the job's file, updating ``rows_written`` as it goes; the job ends done or failed.
+
+    Raises ExportBusy while another attempt holds the job.
+    """
+    with try_advisory_lock(_job_lock(job_id), session=True) as locked:
+        if not locked:
+            raise ExportBusy(job_id)
+        job = AuditExport.objects.get(pk=job_id)
+        if job.status not in (AuditExport.Status.QUEUED, AuditExport.Status.RUNNING):
+            return job  # a task delivered again after its job ended runs once
+        return _run(job)
+
+
+def _run(job: AuditExport) -> AuditExport:
     try:
         run = ExportRun(parse_filters(job.filters), job.format)
-        _update(job, status=AuditExport.Status.RUNNING, rows_total=run.count())
+        _update(job, status=AuditExport.Status.RUNNING, rows_total=run.count(), rows_written=0)
         with tempfile.TemporaryFile() as spool:
             manifest = export_events(
                 {}, job.format, spool, run=run, on_progress=lambda rows: _update(job, rows_written=rows)
             )
             spool.seek(0)
             prefix = settings.AUDIT_EXPORT.get("PREFIX", "exports/")
-            path = default_storage.save(f"{prefix}{job.pk}.{job.format}", File(spool))
-        _update(
-            job,
-            status=AuditExport.Status.DONE,
-            rows_written=manifest["rows"],
-            file_path=path,
-            manifest=manifest,
-            finished=timezone.now(),
-        )
-        record_export(
-            run,
-            door="job",
-            rows=manifest["rows"],
-            by=job.requested_by,
-            sha256=manifest["sha256"],
-            job=str(job.pk),
-        )
+            name = f"{prefix}{job.pk}.{job.format}"
+            # The file of an attempt that died before marking the job done: replaced, not kept
+            # beside the new one under another name.
+            default_storage.delete(name)
+            path = default_storage.save(name, File(spool))
+        with transaction.atomic():
+            _update(
+                job,
+                status=AuditExport.Status.DONE,
+                rows_written=manifest["rows"],
+                file_path=path,
+                manifest=manifest,
+                finished=timezone.now(),
+            )
+            record_export(
+                run,
+                door="job",
+                rows=manifest["rows"],
+                by=job.requested_by,
+                sha256=manifest["sha256"],
+                job=str(job.pk),
+            )
     except Exception as error:
         logger.exception("audit export %s failed", job.pk)
         _update(job, status=AuditExport.Status.FAILED, error=str(error)[:1000], finished=timezone.now())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status, viewsets
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
@@ -17,6 +18,10 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The object is not in a state that allows this."
     default_code = "conflict"
+
+
+# For the schema: the actions that raise Conflict.
+CONFLICT_RESPONSE = OpenApiResponse(description="The object is not in a state that allows this.")
 
 
 class UpstreamError(APIException):

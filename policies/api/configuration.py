@@ -22,9 +22,16 @@ from rest_framework.response import Response
 from console.roles import is_role_group
 from policies import services
 from policies.api import serializers as s
-from policies.api.base import REVOKE_PERMISSION, Conflict, ManagementViewSet, UpstreamError, revoked
+from policies.api.base import (
+    CONFLICT_RESPONSE,
+    REVOKE_PERMISSION,
+    Conflict,
+    ManagementViewSet,
+    UpstreamError,
+    revoked,
+)
 from policies.api.serializers import raise_model_errors
-from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool
+from policies.models import Agent, DelegationPolicy, ExchangePolicy, McpServer, PolicySetting, Tool
 from policies.tool_import import IMPORT_PERMISSIONS, ToolImportError, import_tools
 
 # --- MCP servers and tools ----------------------------------------------------------------------
@@ -172,19 +179,19 @@ class AgentViewSet(ManagementViewSet, viewsets.ModelViewSet):
             raise Conflict(str(error)) from error
         return Response(self.get_serializer(agent).data)
 
-    @extend_schema(request=None, responses=s.AgentSerializer)
+    @extend_schema(request=None, responses={200: s.AgentSerializer, 409: CONFLICT_RESPONSE})
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         """A pending agent (self-registered under the approval policy) becomes active."""
         return self._set_status(Agent.Status.ACTIVE, only_from=Agent.Status.PENDING)
 
-    @extend_schema(request=None, responses=s.AgentSerializer)
+    @extend_schema(request=None, responses={200: s.AgentSerializer, 409: CONFLICT_RESPONSE})
     @action(detail=True, methods=["post"])
     def suspend(self, request: Request, pk: str) -> Response:
         """The agent's tokens stop working at the next introspection; its delegations are kept."""
         return self._set_status(Agent.Status.SUSPENDED)
 
-    @extend_schema(request=None, responses=s.AgentSerializer)
+    @extend_schema(request=None, responses={200: s.AgentSerializer, 409: CONFLICT_RESPONSE})
     @action(detail=True, methods=["post"])
     def reactivate(self, request: Request, pk: str) -> Response:
         """A suspended agent becomes active again."""
@@ -213,6 +220,26 @@ class PolicyViewSet(ManagementViewSet, viewsets.ModelViewSet):
     )
     serializer_class = s.PolicySerializer
     filterset_class = PolicyFilter
+
+
+class ExchangePolicyFilter(filters.FilterSet):
+    source = filters.CharFilter(field_name="source__name")
+    target = filters.CharFilter(field_name="target__name")
+
+    class Meta:
+        model = ExchangePolicy
+        fields = ["source", "target"]
+
+
+class ExchangePolicyViewSet(ManagementViewSet, viewsets.ModelViewSet):
+    """Token exchange hops (RFC 8693): which MCP server may exchange tokens for which other one,
+    with which of the target's scopes at most. Removing one ends the tokens exchanged along it."""
+
+    queryset = ExchangePolicy.objects.select_related("source", "target").prefetch_related(
+        "scopes__tool__server"
+    )
+    serializer_class = s.ExchangePolicySerializer
+    filterset_class = ExchangePolicyFilter
 
 
 class PolicySettingViewSet(ManagementViewSet, viewsets.ModelViewSet):

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from policies import services
 from policies.api import serializers as s
-from policies.api.base import REVOKE_PERMISSION, Conflict, ManagementViewSet, revoked
+from policies.api.base import CONFLICT_RESPONSE, REVOKE_PERMISSION, Conflict, ManagementViewSet, revoked
 from policies.models import AccessToken, Delegation, RefreshToken
 
 User = get_user_model()
@@ -53,13 +53,15 @@ class DelegationViewSet(ManagementViewSet, mixins.ListModelMixin, mixins.Retriev
             raise Conflict(str(error)) from error
         return Response(s.DelegationSerializer(delegation).data)
 
-    @extend_schema(request=s.ApproveSerializer, responses=s.DelegationSerializer)
+    @extend_schema(
+        request=s.ApproveSerializer, responses={200: s.DelegationSerializer, 409: CONFLICT_RESPONSE}
+    )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         """Approve a pending delegation; the waiting human's authorization completes."""
         return self._decide(services.approve_delegation, self.act(s.ApproveSerializer))
 
-    @extend_schema(request=s.DenySerializer, responses=s.DelegationSerializer)
+    @extend_schema(request=s.DenySerializer, responses={200: s.DelegationSerializer, 409: CONFLICT_RESPONSE})
     @action(detail=True, methods=["post"])
     def deny(self, request: Request, pk: str) -> Response:
         """Deny a pending delegation, saying why; the human sees the comment."""

@@ -13,11 +13,13 @@ from rest_framework import serializers
 
 from console.roles import is_role_group
 from policies.api.fields import ActionNamesField, ScopeMapField
+from policies.introspection import introspection_changed
 from policies.models import (
     AccessToken,
     Agent,
     Delegation,
     DelegationPolicy,
+    ExchangePolicy,
     McpServer,
     PolicySetting,
     RefreshToken,
@@ -134,6 +136,7 @@ class ToolSerializer(serializers.ModelSerializer):
         actions = validated_data.pop("actions")
         tool = Tool.objects.create(**validated_data)
         ToolAction.objects.bulk_create([ToolAction(tool=tool, name=name) for name in actions])
+        introspection_changed()  # bulk_create sends no signal
         return tool
 
     def update(self, instance: Tool, validated_data: dict) -> Tool:
@@ -145,6 +148,7 @@ class ToolSerializer(serializers.ModelSerializer):
             ToolAction.objects.bulk_create(
                 [ToolAction(tool=tool, name=n) for n in actions if n not in existing]
             )
+            introspection_changed()  # bulk_create sends no signal
         return tool
 
 
@@ -249,6 +253,29 @@ class PolicySerializer(serializers.ModelSerializer):
         return list(getattr(self.instance, name).all()) if self.instance is not None else []
 
 
+class ExchangePolicySerializer(ModelRules, serializers.ModelSerializer):
+    source = serializers.SlugRelatedField(
+        slug_field="name", queryset=McpServer.objects.all(), help_text="The MCP server that exchanges."
+    )
+    target = serializers.SlugRelatedField(
+        slug_field="name", queryset=McpServer.objects.all(), help_text="The MCP server the new token is for."
+    )
+    scopes = ScopeMapField(help_text="The most an exchanged token may carry: the target's scopes.")
+
+    class Meta:
+        model = ExchangePolicy
+        fields = ["id", "source", "target", "scopes"]
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        target = attrs.get("target", getattr(self.instance, "target", None))
+        scopes = attrs["scopes"] if "scopes" in attrs else list(self.instance.scopes.all())
+        errors = ExchangePolicy.scope_errors(target, scopes)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
 class PolicySettingSerializer(ModelRules, serializers.ModelSerializer):
     key = serializers.ChoiceField(choices=list(PolicySetting.KEYS))
 
@@ -281,7 +308,8 @@ class DelegationSerializer(serializers.ModelSerializer):
     agent_name = serializers.CharField(source="agent.name", read_only=True)
     server = serializers.SlugRelatedField(slug_field="name", read_only=True)
     scopes = serializers.SerializerMethodField()
-    approved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null when the delegation was approved at consent, needing no approver.
+    approved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Delegation

@@ -14,7 +14,13 @@ import time
 
 import urllib3
 from django.conf import settings
-from oauth2_provider.cimd import CIMDError, SafeMetadataFetcher, _ip_is_public, _validate_client_id_url
+from oauth2_provider.cimd import (
+    NAT64_PREFIX,
+    CIMDError,
+    SafeMetadataFetcher,
+    _ip_is_public,
+    _validate_client_id_url,
+)
 from oauth2_provider.settings import oauth2_settings
 
 
@@ -28,6 +34,16 @@ def private_address_allowed(ip: str) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 inside an IPv6 form (::ffff:169.254.169.254, 6to4, NAT64) is judged as that IPv4,
+        # as DOT's public-only rule does: ::ffff:0:0/96 counts as "private" and is not link-local.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in NAT64_PREFIX:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return private_address_allowed(str(embedded))
+        if address.teredo is not None:
+            return False  # a tunnel to somewhere else: never a lab's own document host
     return (_ip_is_public(ip) or address.is_private or address.is_loopback) and not address.is_link_local
 
 

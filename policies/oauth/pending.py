@@ -29,6 +29,7 @@ from oauth2_provider.views.mixins import OAuthLibMixin
 from policies.approval import approval_deadline
 from policies.decisions import decide
 from policies.models import Delegation
+from policies.oauth.errors import with_issuer_on_error
 
 SESSION_KEY = "pending_authorizations"
 # Seconds between two looks at the delegation's status while the page waits.
@@ -92,5 +93,5 @@ class PendingAuthorizationView(LoginRequiredMixin, OAuthLibMixin, View):
             )
         except OAuthToolkitError as error:
             _redirect, response = self.error_response(error)
-            uri = response["url"]
+            uri = with_issuer_on_error(response["url"], request)
         return OAuth2ResponseRedirect(uri, delegation.agent.get_allowed_schemes())

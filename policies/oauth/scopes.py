@@ -15,6 +15,11 @@ def scope_descriptions(server: McpServer | None = None) -> dict[str, str]:
     return {action.scope: f"{action.tool.name} — {action.name}" for action in actions}
 
 
+def default_scopes(server: McpServer) -> list[str]:
+    """What a request naming no scope gets at ``server``: its default scopes, else all of its scopes."""
+    return server.default_scopes.split() or list(scope_descriptions(server))
+
+
 class ToolScopes(BaseScopes):
     def get_all_scopes(self) -> dict[str, str]:
         return scope_descriptions()
@@ -26,6 +31,4 @@ class ToolScopes(BaseScopes):
     def get_default_scopes(self, application=None, request=None, *args, **kwargs) -> list[str]:
         """A request naming no scope gets the server's default scopes, or all of its scopes."""
         server = server_for_resource(requested_resources(request)) if request is not None else None
-        if server is None:
-            return []
-        return server.default_scopes.split() or list(scope_descriptions(server))
+        return default_scopes(server) if server is not None else []

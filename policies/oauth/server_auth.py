@@ -28,13 +28,21 @@ def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def authenticate_server(request: HttpRequest) -> McpServer | None:
-    """The MCP server calling, by HTTP Basic or client_secret_post credentials; None if wrong."""
+def server_credentials(request: HttpRequest) -> tuple[str, str] | None:
+    """The client id and secret an MCP server presents (HTTP Basic or client_secret_post)."""
     credentials = _basic_credentials(request)
     if credentials is None and "HTTP_AUTHORIZATION" not in request.META:
         client_id, secret = request.POST.get("client_id"), request.POST.get("client_secret")
         credentials = (client_id, secret) if client_id and secret else None
     if credentials is None or "\x00" in credentials[0]:
+        return None
+    return credentials
+
+
+def authenticate_server(request: HttpRequest) -> McpServer | None:
+    """The MCP server calling, by HTTP Basic or client_secret_post credentials; None if wrong."""
+    credentials = server_credentials(request)
+    if credentials is None:
         return None
     server = McpServer.objects.filter(client_id=credentials[0], active=True).first()
     if server is None or not server.check_secret(credentials[1]):

@@ -10,6 +10,7 @@ from oauth2_provider import views as dot
 
 from policies.oauth.metadata import ServerMetadataView
 from policies.oauth.pending import PendingAuthorizationView
+from policies.oauth.registration import AgentRegistrationManagementView, AgentRegistrationView
 from policies.oauth.views import AgentTokenView, ConsentView, IntrospectionView
 
 app_name = "oauth2_provider"
@@ -30,10 +31,10 @@ urlpatterns = [
     path("oauth/revoke/", dot.RevokeTokenView.as_view(), name="revoke-token"),
     path("oauth/introspect/", IntrospectionView.as_view(), name="introspect"),
     path("oauth/userinfo/", dot.UserInfoView.as_view(), name="user-info"),
-    path("oauth/register/", dot.DynamicClientRegistrationView.as_view(), name="dcr-register"),
+    path("oauth/register/", AgentRegistrationView.as_view(), name="dcr-register"),
     path(
         "oauth/register/<str:client_id>/",
-        dot.DynamicClientRegistrationManagementView.as_view(),
+        AgentRegistrationManagementView.as_view(),
         name="dcr-register-management",
     ),
 ]

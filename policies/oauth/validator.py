@@ -12,12 +12,14 @@ import hashlib
 from datetime import timedelta
 
 from django.utils import timezone
+from oauth2_provider.cimd import is_cimd_client_id
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
 from audit.events import record
 from policies.decisions import decide
-from policies.models import AccessToken, Grant, RefreshToken
+from policies.models import AccessToken, Agent, Delegation, Grant, RefreshToken
+from policies.oauth.registration import agent_changed
 from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
 
 # Tokens a revocation can still change: access tokens exist until revoked, refresh tokens are kept.
@@ -25,9 +27,28 @@ REVOCABLE = {AccessToken: {}, RefreshToken: {"revoked__isnull": True}}
 
 
 class PolicyValidator(OAuth2Validator):
+    def _load_application(self, client_id, request):
+        """DOT's lookup, which re-fetches a stale CIMD document and updates the agent from it: a
+        changed name or redirect URIs is treated as an RFC 7592 change (recorded; re-approved where
+        approval is required, so this request already finds the agent unusable)."""
+        if not is_cimd_client_id(client_id) or request.client:
+            return super()._load_application(client_id, request)
+        before = Agent.objects.filter(client_id=client_id, registration_source=Agent.RegistrationSource.CIMD)
+        before = before.values("name", "redirect_uris").first()
+        client = super()._load_application(client_id, request)
+        if client is None or before is None:
+            return client
+        changed = sorted(key for key, value in before.items() if getattr(client, key) != value)
+        if changed and agent_changed(None, client, before, changed) != Agent.Status.ACTIVE:
+            request.client = None
+            return None
+        return client
+
     def validate_code(self, client_id, code, client, request, *args, **kwargs) -> bool:
         grant = (
-            Grant.objects.select_related("delegation__server").filter(code=code, application=client).first()
+            Grant.objects.select_related("delegation__server", "delegation__human")
+            .filter(code=code, application=client)
+            .first()
         )
         if grant is None:
             return False
@@ -73,7 +94,11 @@ class PolicyValidator(OAuth2Validator):
             and instance.access_token.expires + timedelta(seconds=lifetime) <= timezone.now()
         ):
             return False
-        self._bind_to_delegation(request, instance.delegation)
+        # One query for what decide() reads (DOT's instance would fetch each relation in turn).
+        delegation = (
+            Delegation.objects.select_related("server", "human").filter(pk=instance.delegation_id).first()
+        )
+        self._bind_to_delegation(request, delegation)
         return True
 
     def _record_refresh_reuse(self, refresh_token: str, client) -> None:

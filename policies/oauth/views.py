@@ -6,11 +6,9 @@ live in ``policies.decisions``.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
@@ -24,25 +22,23 @@ from oauth2_provider.views import AuthorizationView, TokenView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestFatalError
 
 from audit.events import record
-from policies.decisions import Reason, decide
+from policies.decisions import decide
+from policies.introspection import introspect
 from policies.models import (
     TOOL_NAME_CHARACTERS,
     Agent,
     Delegation,
-    McpServer,
     Tool,
     ToolAction,
     is_tool_name,
 )
+from policies.oauth import token_exchange
+from policies.oauth.errors import oauth_error, with_issuer_on_error
 from policies.oauth.pending import wait_for_approval
 from policies.oauth.resources import server_for_resource, target_error_description
 from policies.oauth.scopes import scope_descriptions
-from policies.oauth.server_auth import authenticate_server
-from policies.services import delegate, note_delegation_used
-from policies.tokens import access_token_by_value, act_claim, token_actors
-
-# Why decide() refuses one tool call of a token that is otherwise usable at the server.
-TOOL_CALL_REFUSALS = (Reason.SCOPE_MISSING, Reason.UNKNOWN_TOOL)
+from policies.oauth.server_auth import authenticate_server, server_credentials
+from policies.services import delegate
 
 INACTIVE_AGENT_MESSAGES = {
     Agent.Status.PENDING: "This agent is waiting for an administrator's approval.",
@@ -84,6 +80,9 @@ class ConsentView(AuthorizationView):
         if self.server is None:
             raise self._error_to_client("invalid_target", target_error_description(resources), credentials)
         return scopes, credentials
+
+    def redirect(self, redirect_to: str, application):
+        return super().redirect(with_issuer_on_error(redirect_to, self.request), application)
 
     @staticmethod
     def _error_to_client(error: str, description: str, credentials: dict) -> OAuthToolkitError:
@@ -167,17 +166,11 @@ class ConsentView(AuthorizationView):
             )
 
 
-def oauth_error(error: str, description: str, status: int, **headers: str) -> JsonResponse:
-    response = JsonResponse({"error": error, "error_description": description}, status=status)
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = value
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 # Grants this console implements itself, because DOT does not: grant_type -> view function.
 # Each lives in its own module; every one still ends in a token bound to a human's delegation.
-EXTENSION_GRANTS: dict[str, Callable[[HttpRequest], HttpResponse]] = {}
+EXTENSION_GRANTS: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    token_exchange.GRANT_TYPE: token_exchange.token_exchange,
+}
 
 
 class AgentTokenView(TokenView):
@@ -211,87 +204,38 @@ class IntrospectionView(View):
     def post(self, request: HttpRequest, *args, **kwargs) -> JsonResponse:
         if request.content_type != "application/x-www-form-urlencoded":
             return oauth_error("invalid_request", "Use application/x-www-form-urlencoded.", 400)
-        server = authenticate_server(request)
-        if server is None:
-            return oauth_error(
-                "invalid_client",
-                "MCP server authentication failed.",
-                401,
-                WWW_Authenticate='Basic realm="introspection"',
-            )
+        credentials = server_credentials(request)
+        problem = self.parameter_problem(request)
+        if credentials is None or problem is not None:
+            # Wrong credentials are refused before bad parameters are described.
+            return problem if authenticate_server(request) is not None else self.unauthorized()
+        tool, action = request.POST.get("tool", ""), request.POST.get("action", "")
+        # The answer may come from the cache all workers share (policies.introspection).
+        body = introspect(request, credentials, request.POST["token"], tool, action)
+        return self.unauthorized() if body is None else self.respond(body)
+
+    @staticmethod
+    def parameter_problem(request: HttpRequest) -> JsonResponse | None:
         for name in ("token", "tool", "action"):
             if len(request.POST.getlist(name)) > 1:
                 return oauth_error("invalid_request", f"The {name} parameter is repeated.", 400)
-        raw_token = request.POST.get("token", "")
-        if not raw_token:
+        if not request.POST.get("token", ""):
             return oauth_error("invalid_request", "The token parameter is missing.", 400)
         tool, action = request.POST.get("tool", ""), request.POST.get("action", "")
         if bool(tool) != bool(action):
             return oauth_error("invalid_request", "tool and action go together.", 400)
         if tool and not (is_tool_name(tool, Tool) and is_tool_name(action, ToolAction)):
             return oauth_error("invalid_request", f"tool and action are names: {TOOL_NAME_CHARACTERS}.", 400)
-        return self.answer(request, server, raw_token, tool, action)
+        return None
 
-    def answer(self, request: HttpRequest, server: McpServer, raw_token: str, tool: str, action: str):
-        tool_call = f"{tool}:{action}" if tool else None
-        token = access_token_by_value(raw_token)
-        if token is None or token.application is None:
-            record(
-                "introspection",
-                outcome="deny",
-                reason="unknown_token",
-                server=server,
-                tool=tool,
-                action=action,
-                request=request,
-            )
-            return self.respond({"active": False})
-        decision = decide(agent=token.application, server=server, token=token, tool_call=tool_call)
-        delegation = token.delegation
-        # No delegation: the console's discovery token, minted for the admin importing tools.
-        human = delegation.human if delegation else token.user
-        # A token denied only for this tool call is still a live token (so an MCP server answers
-        # 403 insufficient_scope, not 401): one with usable scopes, or a discovery token.
-        active = decision.allowed or (tool_call is not None and decision.reason in TOOL_CALL_REFUSALS)
-        record(
-            "tool_call.decision" if tool_call else "introspection",
-            outcome="allow" if decision.allowed else "deny",
-            reason=decision.reason,
-            human=human,
-            agent=token.application,
-            actors=token_actors(token),
-            server=server,
-            tool=tool,
-            action=action,
-            delegation=delegation,
-            token=token,
-            request=request,
+    @staticmethod
+    def unauthorized() -> JsonResponse:
+        return oauth_error(
+            "invalid_client",
+            "MCP server authentication failed.",
+            401,
+            WWW_Authenticate='Basic realm="introspection"',
         )
-        if not active:
-            return self.respond({"active": False})
-        if delegation is not None:
-            note_delegation_used(delegation)
-        body = {
-            "active": True,
-            "scope": " ".join(sorted(decision.scopes)),
-            "client_id": token.application.client_id,
-            "sub": str(human.pk),
-            "username": human.get_username(),
-            "aud": server.resource,
-            "iss": settings.ISSUER,
-            "exp": calendar.timegm(token.expires.utctimetuple()),
-            "iat": calendar.timegm(token.created.utctimetuple()),
-            "token_type": "Bearer",
-            "act": act_claim(token),
-        }
-        if tool_call:
-            body["decision"] = {
-                "tool": tool,
-                "action": action,
-                "allowed": decision.allowed,
-                "reason": decision.reason,
-            }
-        return self.respond(body)
 
     @staticmethod
     def respond(body: dict) -> JsonResponse:

@@ -18,6 +18,8 @@ What ``apply`` does with what the file does not mention:
   turns confidential does. Agents not listed are left alone, and none is ever removed;
 - a group listed in the file gets exactly the file's members and may_delegate (for every
   server); groups not listed are left alone; users are never created or removed;
+- an exchange policy (token exchange hop, ``exchange_policies``) listed gets exactly the file's
+  scopes; hops not listed are left alone (removing one ends the tokens exchanged along it);
 - settings not listed keep their value.
 """
 

@@ -17,10 +17,19 @@ from oauth2_provider.generators import generate_client_secret
 from audit.events import record
 from console.roles import Role
 from policies.discovery import CONSOLE_SOURCE
-from policies.models import Agent, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
+from policies.models import (
+    Agent,
+    DelegationPolicy,
+    ExchangePolicy,
+    McpServer,
+    PolicySetting,
+    Tool,
+    ToolAction,
+)
 from policies.policy_file.document import (
     AgentSpec,
     ApplyResult,
+    ExchangeSpec,
     GroupSpec,
     PolicyDocument,
     PolicyError,
@@ -51,6 +60,9 @@ def apply(document: PolicyDocument, *, dry_run: bool = False) -> ApplyResult:
             _apply_agent(agent_spec, result)
         for group_spec in document.groups:
             _apply_group(group_spec, result)
+        # Hops not in the file are left as they are: removing one ends the tokens exchanged along it.
+        for exchange_spec in document.exchange_policies:
+            _apply_exchange(exchange_spec, result)
         _apply_settings(document.settings, result)
         if dry_run:
             transaction.set_rollback(True)
@@ -105,6 +117,27 @@ def _console_problems(document: PolicyDocument) -> list[str]:
                     )
             for key in ("may_delegate", "approval_required"):
                 problems += _scope_problems(document, f"{policy.path}.{key}", getattr(policy, key), in_file)
+    for spec in document.exchange_policies:
+        for key in ("source", "target"):
+            name = getattr(spec, key)
+            if name not in in_file and not McpServer.objects.filter(name=name).exists():
+                problems.append(
+                    document.problem(
+                        f"{spec.path}.{key}", f"there is no server '{name}' in the file or the console"
+                    )
+                )
+        if spec.target not in in_file and McpServer.objects.filter(name=spec.target).exists():
+            known = {
+                a.scope
+                for a in ToolAction.objects.filter(tool__server__name=spec.target).select_related("tool")
+            }
+            problems += [
+                document.problem(
+                    f"{spec.path}.scopes[{index}]", f"'{scope}' is not a scope of server '{spec.target}'"
+                )
+                for index, scope in enumerate(spec.scopes)
+                if scope not in known
+            ]
     return problems
 
 
@@ -387,6 +420,18 @@ def _apply_policy(
         result.add("policies", "updated", f"{label} ({', '.join(changed)})")
 
 
+def _apply_exchange(spec: ExchangeSpec, result: ApplyResult) -> None:
+    hop, created = ExchangePolicy.objects.get_or_create(
+        source=McpServer.objects.get(name=spec.source), target=McpServer.objects.get(name=spec.target)
+    )
+    wanted = _actions({spec.target: spec.scopes})
+    if created:
+        result.add("exchange_policies", "created", spec.label)
+    elif wanted != set(hop.scopes.all()):
+        result.add("exchange_policies", "updated", spec.label)
+    hop.scopes.set(wanted)
+
+
 def _apply_settings(settings: dict[str, str], result: ApplyResult) -> None:
     for key, value in settings.items():
         row = PolicySetting.objects.filter(key=key).first()
@@ -443,7 +488,18 @@ def export() -> dict[str, Any]:
     settings = {
         row.key: row.value for row in PolicySetting.objects.filter(key__in=PolicySetting.KEYS).order_by("key")
     }
-    return {"servers": servers, "agents": _export_agents(), "groups": groups, "settings": settings}
+    document = {"servers": servers, "agents": _export_agents(), "groups": groups}
+    hops = ExchangePolicy.objects.select_related("source", "target").prefetch_related("scopes__tool")
+    if hops:
+        document["exchange_policies"] = [
+            {
+                "source": hop.source.name,
+                "target": hop.target.name,
+                "scopes": sorted(a.scope for a in hop.scopes.all()),
+            }
+            for hop in hops
+        ]
+    return {**document, "settings": settings}
 
 
 def _export_agents() -> list[dict[str, Any]]:

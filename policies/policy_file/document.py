@@ -16,6 +16,7 @@ KINDS = {
     "memberships": "member",
     "delegable_scopes": "delegable scope",
     "policies": "policy",
+    "exchange_policies": "exchange policy",
     "settings": "setting",
 }
 VERBS = {"created": "+", "updated": "~", "removed": "-"}
@@ -95,6 +96,21 @@ class GroupSpec:
         return self.policies[0].may_delegate
 
 
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """A token exchange hop (RFC 8693): ``source`` may exchange for ``target``, with at most
+    ``scopes`` (the target's)."""
+
+    path: str
+    source: str  # server names
+    target: str
+    scopes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.source} -> {self.target}"
+
+
 @dataclass
 class PolicyDocument:
     source: str
@@ -103,6 +119,7 @@ class PolicyDocument:
     groups: list[GroupSpec]
     settings: dict[str, str]
     lines: dict[str, int]  # key path -> line, for problems found later against the console
+    exchange_policies: list[ExchangeSpec] = field(default_factory=list)
 
     def problem(self, path: str, message: str) -> str:
         return f"line {self.lines[path]}: {path}: {message}" if path in self.lines else f"{path}: {message}"

@@ -26,6 +26,7 @@ from policies.models import (
 )
 from policies.policy_file.document import (
     AgentSpec,
+    ExchangeSpec,
     GroupSpec,
     PolicyDocument,
     PolicyError,
@@ -54,6 +55,7 @@ GROUP_KEYS = ("name", "members", *POLICY_KEYS, "agent_policies")
 GROUP_REQUIRED = ("name", "members", "may_delegate")
 AGENT_POLICY_KEYS = ("name", "agents", *POLICY_KEYS)
 AGENT_POLICY_REQUIRED = ("name", "agents", "may_delegate")
+EXCHANGE_KEYS = ("source", "target", "scopes")
 AGENT_KEYS = (
     "client_id",
     "name",
@@ -103,6 +105,10 @@ def parse(text: str, source: str = "<policy>") -> PolicyDocument:
         root = loader.get_single_node()
         if root is None:
             raise PolicyError(["the policy document is empty"])
+        if unstorable := _unstorable_lines(root):
+            raise PolicyError(
+                [f"line {line}: a NUL character or a lone surrogate cannot be stored" for line in unstorable]
+            )
         reader = _Reader(loader)
         document = reader.document(root, source)
     except yaml.MarkedYAMLError as error:
@@ -120,6 +126,32 @@ def parse(text: str, source: str = "<policy>") -> PolicyDocument:
     if reader.problems:
         raise PolicyError([problem for _, problem in sorted(reader.problems, key=lambda item: item[0])])
     return document
+
+
+def _unstorable_lines(root: yaml.Node) -> list[int]:
+    """Lines of scalars PostgreSQL cannot store: a NUL or a lone surrogate (YAML and JSON escapes
+    can write both). JSON writes a character beyond the BMP as a pair of \\u escapes, which YAML
+    reads as two surrogates: such pairs are joined into the character here."""
+    lines: set[int] = set()
+    seen: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:  # an alias names a node again
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                node.value = node.value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+            except UnicodeDecodeError:
+                lines.add(node.start_mark.line + 1)
+            if "\x00" in node.value:
+                lines.add(node.start_mark.line + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending.extend(item for pair in node.value for item in pair)
+    return sorted(lines)
 
 
 def _child(path: str, key: str) -> str:
@@ -301,16 +333,40 @@ class _Reader:
     # The document
 
     def document(self, root: yaml.Node, source: str) -> PolicyDocument | None:
-        top = self.mapping(root, "", ("servers", "agents", "groups", "settings"))
+        top = self.mapping(root, "", ("servers", "agents", "groups", "exchange_policies", "settings"))
         if top is None:
             return None
         servers = self.servers(top.get("servers"))
         agents = self.agents(top.get("agents"), servers)
         groups = self.groups(top.get("groups"), servers)
+        exchange_policies = self.exchange_policies(top.get("exchange_policies"), servers)
         settings = self.settings(top.get("settings"))
         if self.problems:
             return None
-        return PolicyDocument(source, servers, agents, groups, settings, self.lines)
+        return PolicyDocument(source, servers, agents, groups, settings, self.lines, exchange_policies)
+
+    def exchange_policies(self, node: yaml.Node | None, servers: list[ServerSpec]) -> list[ExchangeSpec]:
+        """Token exchange hops; scopes of a target in the file are checked here, others when applying."""
+        in_file = {spec.name: spec for spec in servers}
+        specs: dict[tuple[str, str], ExchangeSpec] = {}
+        for index, item in enumerate(self.sequence(node, "exchange_policies") or []):
+            path = f"exchange_policies[{index}]"
+            start = len(self.problems)
+            fields = self.mapping(item, path, EXCHANGE_KEYS, required=EXCHANGE_KEYS) or {}
+            source = self.text(fields.get("source"), f"{path}.source", SERVER_NAME, max_length=100)
+            target = self.text(fields.get("target"), f"{path}.target", SERVER_NAME, max_length=100)
+            scopes = self.unique_list(fields.get("scopes"), f"{path}.scopes", self.scope)
+            if source is not None and source == target:
+                self.fail(fields["target"], f"{path}.target", "a hop goes from one MCP server to another")
+            if scopes is not None and target in in_file:
+                self.check_scopes(fields["scopes"], f"{path}.scopes", scopes, in_file[target])
+            if len(self.problems) > start:
+                continue
+            if (source, target) in specs:
+                self.fail(item, path, f"the hop {source} -> {target} is already listed")
+            else:
+                specs[(source, target)] = ExchangeSpec(path, source, target, scopes)
+        return list(specs.values())
 
     def servers(self, node: yaml.Node | None) -> list[ServerSpec]:
         specs: list[ServerSpec] = []

@@ -1,0 +1,222 @@
+"""Per-caller rate limits on the doors that can be hammered, and request size limits.
+
+Each limited door counts requests per caller in a fixed window (``RATE_LIMITS`` in settings,
+``N/SECONDS``, env-overridable so a benchmark can raise them), shared by every worker through
+Redis: one pipelined INCR + EXPIRE per request, one round trip for all of a request's counters.
+Written here rather than with django-ratelimit, which costs two cache round trips per request
+(``add`` then ``incr``), answers 403 and has no Retry-After.
+
+| door | counted per |
+| --- | --- |
+| token endpoint | agent client_id, and client address |
+| registration (DCR) | client address |
+| login (console and end-user) | username, and client address |
+| introspection | MCP server credentials, and client address |
+
+Introspection and token counters are keyed by what the caller presents: an introspection bucket
+is a digest of the server's client id *and* secret, so nobody who lacks the secret can spend a
+real server's budget. Over the limit: 429 with Retry-After; OAuth doors answer in RFC 6749's
+error JSON with ``temporarily_unavailable`` (RFC 6749 §4.1.2.1: "unable to handle the request due
+to a temporary overloading"; the registry has no rate-limit code, and RFC 8628's ``slow_down``
+means "poll a device code more slowly"), console pages a plain page.
+
+When Redis cannot be reached the limits fail open with a logged warning: they guard capacity,
+not correctness, and introspection must keep answering from PostgreSQL (the login lockout,
+django-axes, lives in PostgreSQL and still holds).
+
+Bodies larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused from their Content-Length before
+anything reads them: 413, in the OAuth error JSON on protocol and API paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from audit.middleware import metadata_of
+from console.middleware import speaks_json
+from policies.oauth.errors import oauth_error
+from policies.oauth.server_auth import _basic_credentials
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    seconds: int
+
+    @classmethod
+    @cache  # settings strings: parsed once per value, not per request
+    def parse(cls, text: str) -> Rate:
+        """``"60/60"``: 60 requests per 60 seconds."""
+        count, _, seconds = text.partition("/")
+        rate = cls(int(count), int(seconds or 60))
+        if rate.count < 1 or rate.seconds < 1:
+            raise ValueError(f"rate {text!r}: count and seconds must be positive")
+        return rate
+
+
+def _digest(value: str) -> str:
+    # Bounded key names whatever the caller sends; no username or secret in Redis in clear.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _client_ip(request: HttpRequest) -> str:
+    return metadata_of(request).client_ip or "unknown"
+
+
+def _agent(request: HttpRequest) -> str | None:
+    credentials = _basic_credentials(request)
+    return credentials[0] if credentials else request.POST.get("client_id") or None
+
+
+def _server_credentials(request: HttpRequest) -> str | None:
+    credentials = _basic_credentials(request)
+    if credentials is None:
+        client_id, secret = request.POST.get("client_id"), request.POST.get("client_secret")
+        credentials = (client_id, secret) if client_id and secret else None
+    return "\x00".join(credentials) if credentials else None
+
+
+def _username(request: HttpRequest) -> str | None:
+    return request.POST.get("username", "")[:150] or None
+
+
+# view name -> [(limit name in RATE_LIMITS, who is counted)]
+CallerKey = Callable[[HttpRequest], str | None]
+LIMITED_DOORS: dict[str, list[tuple[str, CallerKey]]] = {
+    "oauth2_provider:token": [("token_per_agent", _agent), ("token_per_address", _client_ip)],
+    "oauth2_provider:dcr-register": [("registration_per_address", _client_ip)],
+    "oauth2_provider:introspect": [
+        ("introspection_per_server", _server_credentials),
+        ("introspection_per_address", _client_ip),
+    ],
+    "login": [("login_per_username", _username), ("login_per_address", _client_ip)],
+    "admin:login": [("login_per_username", _username), ("login_per_address", _client_ip)],
+}
+
+_last_warning = 0.0
+
+
+def _warn_unavailable(error: Exception) -> None:
+    """Log the outage at most every 10 s: under load it would otherwise be every request."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= 10:
+        _last_warning = now
+        logger.warning("Rate limits not enforced (fail open): the counter store is unavailable: %s", error)
+
+
+def _count(keys: list[tuple[str, int]]) -> list[int]:
+    """Add one to each (key, ttl) counter and return the new values, in one round trip."""
+    store = caches["ratelimit"]
+    client = getattr(store, "client", None)
+    if client is not None and hasattr(client, "get_client"):  # django-redis: shared by every worker
+        pipe = client.get_client(write=True).pipeline(transaction=False)
+        for key, ttl in keys:
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+        return pipe.execute()[::2]
+    counts = []  # local-memory cache (make run without Redis): one process, no sharing needed
+    for key, ttl in keys:
+        store.add(key, 0, ttl)
+        counts.append(store.incr(key))
+    return counts
+
+
+def over_limit(request: HttpRequest, door: str) -> int | None:
+    """Count this request against the door's limits; seconds until the caller may retry, or None."""
+    now = time.time()
+    counters = []
+    for name, caller in LIMITED_DOORS[door]:
+        who = caller(request)
+        if who is None:
+            continue
+        rate = Rate.parse(settings.RATE_LIMITS[name])
+        window = int(now // rate.seconds)
+        key = f"ratelimit:{name}:{_digest(who)}:{window}"
+        counters.append((key, rate, (window + 1) * rate.seconds))
+    if not counters:
+        return None
+    try:
+        counts = _count([(key, rate.seconds + 1) for key, rate, _ in counters])
+    except Exception as error:  # noqa: BLE001  (any failure of the store: redis, socket, timeout)
+        _warn_unavailable(error)
+        return None
+    waits = [end - now for (_, rate, end), count in zip(counters, counts, strict=True) if count > rate.count]
+    return max(1, math.ceil(max(waits))) if waits else None
+
+
+def too_many_requests(request: HttpRequest, retry_after: int) -> HttpResponse:
+    if speaks_json(request.path):
+        response = oauth_error(
+            "temporarily_unavailable",
+            f"Too many requests from this caller; retry in {retry_after} s.",
+            429,
+        )
+    else:
+        response = TemplateResponse(
+            request, "limits/too_many_requests.html", {"retry_after": retry_after}, status=429
+        ).render()
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+def too_large(request: HttpRequest) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    message = f"The request body is larger than {limit} bytes."
+    if speaks_json(request.path):
+        return oauth_error("invalid_request", message, 413)
+    return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+
+
+def _declared_too_large(request: HttpRequest) -> bool:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None or request.content_type == "multipart/form-data":
+        return False  # multipart file parts are not held in memory (Django's own rule)
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > limit
+    except ValueError:
+        return False
+
+
+class LimitsMiddleware:
+    """Size limits on every request, rate limits on the doors in ``LIMITED_DOORS``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _declared_too_large(request):
+            return too_large(request)
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view, args, kwargs) -> HttpResponse | None:
+        door = request.resolver_match.view_name if request.resolver_match else ""
+        if request.method != "POST" or door not in LIMITED_DOORS:
+            return None
+        try:
+            retry_after = over_limit(request, door)
+        except (RequestDataTooBig, TooManyFieldsSent):
+            return None  # the view refuses the body in its own words (process_exception below)
+        return too_many_requests(request, retry_after) if retry_after else None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A body Django refuses while a view reads it: in the caller's format, not a 400 HTML page."""
+        if isinstance(exception, RequestDataTooBig):
+            return too_large(request)
+        if isinstance(exception, TooManyFieldsSent) and speaks_json(request.path):
+            return oauth_error("invalid_request", "The request has too many fields.", 400)
+        return None
