@@ -21,7 +21,16 @@ from django.dispatch import receiver
 from audit.events import record
 from audit.models import LegalHold
 from identity.sso import login_method
-from policies.models import Agent, Delegation, DelegationPolicy, McpServer, PolicySetting, Tool, ToolAction
+from policies.models import (
+    Agent,
+    Delegation,
+    DelegationPolicy,
+    ExchangePolicy,
+    McpServer,
+    PolicySetting,
+    Tool,
+    ToolAction,
+)
 
 MAX_USERNAME = 150
 ACTIONS = {
@@ -44,6 +53,7 @@ def track_console_changes() -> None:
     _register(Agent, exclude=["client_secret", "updated"], m2m=["scope_ceiling"])
     _register(Delegation, exclude=["last_used", "updated"])
     _register(DelegationPolicy, m2m=["agents", "may_delegate", "approval_required"])
+    _register(ExchangePolicy, m2m=["scopes"])  # a hop grants MCP servers reach (RFC 8693)
     _register(PolicySetting)
     _register(get_user_model(), exclude=["password", "last_login"], m2m=["groups"])
     _register(Group, m2m=["permissions"])

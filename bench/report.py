@@ -137,6 +137,7 @@ def write_report(bench: Bench, out: Path) -> dict:
     machine = extra["machine"]
     a, b, c = (bench.results[p] for p in "ABC")
     half, revocation = extra["half_rate"], extra["revocation"]
+    a_live, a_uncached = a["live"]["median"]["rps"], a["live_uncached"]["median"]["rps"] or 1
     lines = [
         "# Benchmarks",
         "",
@@ -165,6 +166,10 @@ def write_report(bench: Bench, out: Path) -> dict:
         f"## Introspection — phase A: {extra['tokens']['A']:,} tokens, no seeded events",
         "",
         *_table(bench, "A"),
+        "",
+        f"The introspection cache (Redis, policies.introspection): "
+        f"{a_live / a_uncached:.2f} × the req/s of the same console with it off "
+        "(`INTROSPECTION_CACHE_SECONDS=0`, a second gunicorn of the same size, idle otherwise).",
         "",
         "The peer is DOT's `IntrospectTokenView`, unchanged, on this project's DOT settings and "
         "database, called with a Bearer token holding the `introspection` scope (DOT's documented, "

@@ -63,12 +63,13 @@ class Profile:
     revocations: int
     budget: int  # seconds for the whole run; event seeding stops in time to fit it
     refresh_rate_cap: int  # refresh tokens minted per second of refresh load
+    warm_up: bool = True  # load every worker once before measuring (pointless for the smoke run)
 
 
 PROFILES = {
     "full": Profile(10_000, 1_000_000, 1_000_000, 10_000_000, 10, 4, 3, 100, 500, 13 * 60, 1500),
     "quick": Profile(10_000, 100_000, 100_000, 300_000, 3, 2, 1, 100, 100, 5 * 60, 1500),
-    "smoke": Profile(200, 400, 500, 1_000, 1, 1, 1, 10, 5, 120, 100),
+    "smoke": Profile(200, 400, 500, 1_000, 1, 1, 1, 10, 5, 120, 100, warm_up=False),
 }
 
 
@@ -87,6 +88,7 @@ class Scenario:
     baseline: str | None = "floor"
     preflight_body: str | None = None
     ingest_event: str = ""  # event API: JSON template of one event, %s = its id
+    server: str = ""  # base URL of another gunicorn than the main one
     answer: str = ""  # the preflight's answer, shown in the report
 
     def env(self, round_: int) -> dict[str, str]:
@@ -128,8 +130,13 @@ class Bench:
         path.write_text("\n".join(bodies) + "\n")
         return path
 
-    def post(self, path: str, body: str, authorization: str, content_type: str) -> tuple[int, dict]:
-        parts = urlsplit(self.url)
+    def base(self, scenario: Scenario) -> str:
+        return scenario.server or self.url
+
+    def post(
+        self, path: str, body: str, authorization: str, content_type: str, base: str = ""
+    ) -> tuple[int, dict]:
+        parts = urlsplit(base or self.url)
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         headers = {
             "Content-Type": content_type,
@@ -150,7 +157,9 @@ class Bench:
             body = scenario.bodies[0].read_text().splitlines()[0]
         elif body is None:
             body = json.dumps({"events": [json.loads(scenario.ingest_event % f"check-{uuid.uuid4()}")]})
-        status, answer = self.post(scenario.path, body, scenario.authorization, scenario.content_type)
+        status, answer = self.post(
+            scenario.path, body, scenario.authorization, scenario.content_type, self.base(scenario)
+        )
         shown = {k: v for k, v in answer.items() if k not in ("access_token", "refresh_token", "id_token")}
         return scenario.check(status, answer), f"{status} {json.dumps(shown, sort_keys=True)[:160]}"
 
@@ -180,8 +189,9 @@ class Bench:
                 if not scenario.bodies:
                     env["BENCH_BATCH"] = str(self.profile.batch)
                 with self.profiled(scenario, round_):
-                    runs[scenario.key].append(wrk(self.url + scenario.path, script, env, scenario.duration))
-                self.drain()
+                    url = self.base(scenario) + scenario.path
+                    runs[scenario.key].append(wrk(url, script, env, scenario.duration))
+                self.drain(self.base(scenario))
         for scenario in scenarios:
             self.postflight(scenario)
         self.scenarios[phase] = {s.key: s for s in scenarios}
@@ -193,20 +203,20 @@ class Bench:
     def warm_up(self, scenarios: list[Scenario]) -> None:
         """Load every worker once before measuring: first requests import and compile lazily."""
         for scenario in scenarios:
-            if scenario.key in ("floor", "live", "dot"):
-                wrk(self.url + scenario.path, "pool.lua", scenario.env(0), 1)
-        self.drain()
+            if scenario.key in ("floor", "live", "live_uncached", "dot"):
+                wrk(self.base(scenario) + scenario.path, "pool.lua", scenario.env(0), 1)
+                self.drain(self.base(scenario))
 
-    def drain(self) -> None:
+    def drain(self, base: str = "") -> None:
         """Wait until every worker is free again. wrk stops timing at the end of its run, but the
         requests it left queued are still served, and would be served during the next scenario
-        (a PBKDF2 client_credentials request takes a core for most of a second)."""
+        (a client secret under a slow password hasher takes a core for most of a second)."""
         batch = 2 * self.workers
         deadline = time.monotonic() + 300
         with ThreadPoolExecutor(batch) as pool:
             while time.monotonic() < deadline:
                 start = time.monotonic()
-                list(pool.map(lambda _: self.post("/bench/floor/", "", "", FORM), range(batch)))
+                list(pool.map(lambda _: self.post("/bench/floor/", "", "", FORM, base), range(batch)))
                 if time.monotonic() - start < 1:
                     return
 
@@ -238,7 +248,7 @@ class Bench:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            for pid in self.gunicorn.worker_pids()
+            for pid in self.servers[self.base(scenario)].worker_pids()
         ]
         try:
             yield
@@ -255,7 +265,7 @@ class Bench:
 
     def run(self, external: bool) -> dict:
         services = None if external else Services()
-        gunicorn = None
+        gunicorn = uncached = None
         try:
             if services is not None:
                 self.timed("start PostgreSQL and Redis", services.start)
@@ -271,11 +281,22 @@ class Bench:
 
             self.timed("migrate", call_command, "migrate", verbosity=0)
             gunicorn = self.timed("start gunicorn", Gunicorn, self.workers, {})
-            self.url, self.gunicorn = gunicorn.url, gunicorn
+            self.url = gunicorn.url
+            # The same console with the introspection cache off (policies.introspection): the
+            # "before" of the fast path, measured in the same run. Idle but for its one scenario.
+            uncached = self.timed(
+                "start gunicorn, introspection cache off",
+                Gunicorn,
+                self.workers,
+                {"INTROSPECTION_CACHE_SECONDS": "0"},
+            )
+            self.uncached_url = uncached.url
+            self.servers = {gunicorn.url: gunicorn, uncached.url: uncached}
             self.measure(gunicorn)
         finally:
-            if gunicorn is not None:
-                gunicorn.stop()
+            for server in (gunicorn, uncached):
+                if server is not None:
+                    server.stop()
             if services is not None:
                 services.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -296,7 +317,8 @@ class Bench:
         # Phase A: introspection, with few tokens and no seeded events.
         live = self.introspection_bodies("live-a", seed.LIVE, self.spread(p.tokens_small))
         scenarios = self.introspection_scenarios(live)
-        self.timed("warm-up (not measured)", self.warm_up, scenarios)
+        if p.warm_up:
+            self.timed("warm-up (not measured)", self.warm_up, scenarios)
         self.timed("phase A: introspection", self.run_phase, "A", scenarios)
         self.timed("latency at half the peak rate", self.half_rate, live)
         self.timed("revocation under load", self.revocation_under_load, live)
@@ -354,6 +376,10 @@ class Bench:
         def inactive(status: int, answer: dict) -> bool:
             return status == 200 and answer.get("active") is False
 
+        def allowed(status: int, answer: dict) -> bool:
+            decision = answer.get("decision", {})
+            return status == 200 and answer.get("active") is True and decision.get("allowed") is True
+
         def bodies(name: str, prefix: str) -> list[Path]:
             return [self.introspection_bodies(name, prefix, list(special))]
 
@@ -379,12 +405,21 @@ class Bench:
                 "introspection, live token, tool context + audit",
                 intro,
                 p.long,
-                lambda s, a: (
-                    s == 200 and a.get("active") is True and a.get("decision", {}).get("allowed") is True
-                ),
+                allowed,
                 "active, decision allowed",
                 [live],
                 auth,
+            ),
+            Scenario(
+                "live_uncached",
+                "introspection, live token, tool context + audit, introspection cache off",
+                intro,
+                p.long,
+                allowed,
+                "active, decision allowed",
+                [live],
+                auth,
+                server=self.uncached_url,
             ),
             Scenario(
                 "revoked",
@@ -440,6 +475,8 @@ class Bench:
 
     def token_scenarios(self, live: Path) -> list[Scenario]:
         """The token endpoint and the event API, with the floor again as their baseline."""
+        from oauth2_provider.settings import oauth2_settings
+
         from bench import seed
 
         p, world = self.profile, self.world
@@ -527,8 +564,8 @@ class Bench:
             ),
             Scenario(
                 "dot_cc",
-                "DOT's stock TokenView: client_credentials (how a peer gets its bearer token; "
-                "PBKDF2 client secret)",
+                "DOT's stock TokenView: client_credentials (how a peer deployment gets its bearer "
+                f"token; client secret hashed with {oauth2_settings.CLIENT_SECRET_HASHER!r})",
                 "/bench/dot/token/",
                 p.short,
                 minted,

@@ -43,6 +43,7 @@ from django.core.cache import caches
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import Resolver404, resolve
 
 from audit.middleware import metadata_of
 from console.middleware import speaks_json
@@ -178,8 +179,18 @@ def too_large(request: HttpRequest) -> HttpResponse:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     message = f"The request body is larger than {limit} bytes."
     if speaks_json(request.path):
-        return oauth_error("invalid_request", message, 413)
+        return oauth_error(_too_large_error(request), message, 413)
     return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+
+
+def _too_large_error(request: HttpRequest) -> str:
+    """The door's own error code for a body too large (e.g. the event API's ``batch_too_large``)."""
+    try:
+        view = resolve(request.path_info).func
+    except Resolver404:
+        return "invalid_request"
+    view_class = getattr(view, "cls", None) or getattr(view, "view_class", None)
+    return getattr(view_class, "body_too_large_error", "invalid_request")
 
 
 def _declared_too_large(request: HttpRequest) -> bool:

@@ -505,6 +505,7 @@ UNFOLD = {
                 "title": "Policies",
                 "items": [
                     _entry("Delegation policies", "policy", "policies.delegationpolicy"),
+                    _entry("Exchange policies", "swap_horiz", "policies.exchangepolicy"),
                     _entry("Policy settings", "tune", "policies.policysetting"),
                 ],
             },

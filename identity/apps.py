@@ -9,7 +9,6 @@ class IdentityConfig(AppConfig):
         from auditlog.registry import auditlog
 
         import identity.checks  # noqa: F401  (registers the start-up checks)
-
         from identity.grant import JWT_BEARER, id_jag_grant
         from identity.models import ExternalIdentity, GroupMapping, TrustedIdentityProvider
         from policies.oauth.views import EXTENSION_GRANTS

@@ -410,7 +410,8 @@ def _mint(
         )
     lifetime = token_lifetime(agent)
     expires = timezone.now() + timedelta(seconds=lifetime)
-    raw, token = issue_access_token(agent, human, delegation, usable, expires, server=server)
+    issued = issue_access_token(agent, human, delegation, usable, expires, server=server)
+    token = issued.token
     record(
         "token.issued",
         outcome="allow",
@@ -422,4 +423,9 @@ def _mint(
         request=request,
         detail={**detail, "grant": GRANT_NAME, "scope": token.scope},
     )
-    return {"access_token": raw, "token_type": "Bearer", "expires_in": lifetime, "scope": token.scope}
+    return {
+        "access_token": issued.value,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": token.scope,
+    }

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 BACKEND = "identity.sso.ConsoleOIDCBackend"
 # Clock skew tolerated between the provider and this console on the ID token's exp, iat and nbf.
 LEEWAY_SECONDS = 30
+MAX_SUBJECT = 255  # ExternalIdentity.subject
 
 
 def sso_enabled() -> bool:
@@ -164,6 +165,9 @@ class ConsoleOIDCBackend(OIDCAuthenticationBackend):
                 self.request, "sso_subject_mismatch", "The userinfo subject is not the ID token's."
             )
             raise SuspiciousOperation("The userinfo subject is not the ID token's.")
+        if "\x00" in subject or len(subject) > MAX_SUBJECT:
+            note_sso_refusal(self.request, "sso_malformed_subject", "The ID token's sub cannot be stored.")
+            raise SuspiciousOperation("The ID token's sub cannot be stored.")
         claims = {**payload, **userinfo}
         human = human_for(settings.OIDC_OP_ISSUER, subject, claims, via="sso")
         email = verified_email(claims)

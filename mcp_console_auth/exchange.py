@@ -90,9 +90,11 @@ class TokenExchanger:
                 str(answer.get("error", f"http_{response.status_code}")),
                 str(answer.get("error_description", "")),
             )
-        return ExchangedToken(
-            answer["access_token"], int(answer.get("expires_in", 0)), str(answer.get("scope", ""))
-        )
+        try:
+            expires_in = int(answer.get("expires_in", 0))
+        except (TypeError, ValueError) as exc:
+            raise ConsoleUnavailable(f"Token exchange answered a malformed expires_in: {exc!r}") from exc
+        return ExchangedToken(answer["access_token"], expires_in, str(answer.get("scope", "")))
 
     async def exchange_current_token(self, resource: str, scope: str | None = None) -> ExchangedToken:
         """``exchange`` the token of the MCP request being served (inside a tool)."""

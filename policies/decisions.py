@@ -9,7 +9,8 @@ this server, for this tool action?) all ask ``decide``; no door carries rules of
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -28,6 +29,7 @@ from policies.models import (
     ToolAction,
     scopes_of,
 )
+from policies.tokens import token_ancestors
 
 
 class Reason:
@@ -55,6 +57,11 @@ class Reason:
     EXCHANGE_NOT_ALLOWED = "exchange_not_allowed"
     CHAIN_TOO_DEEP = "chain_too_deep"
     ACTOR_INACTIVE = "actor_inactive"
+    # The subject token is unknown, bound to another server or no longer usable; why is kept in
+    # ``Decision.cause`` for the audit trail only, never told to the MCP server (no oracle about
+    # tokens bound elsewhere).
+    SUBJECT_UNUSABLE = "subject_unusable"
+    UNKNOWN_TOKEN = "unknown_token"
 
 
 _DELEGATION_STATUS_REASON = {
@@ -77,12 +84,16 @@ class Decision:
     needs_approval: frozenset[str] = field(default_factory=frozenset)
     lifetime: int | None = None
     refused: Mapping[str, str] = field(default_factory=dict)
-    # Token exchange only: the hop policy that allows it.
+    # Token exchange only: the hop policy that allows it; why the subject token is unusable.
     hop: ExchangePolicy | None = None
+    cause: str = ""
+    # Token use only: when this answer runs out by itself, the earliest expiry of the token, its
+    # delegation and every token and delegation up its exchange chain (a cache keeps it until then).
+    valid_until: datetime | None = None
 
     @classmethod
-    def deny(cls, reason: str) -> Decision:
-        return cls(False, reason)
+    def deny(cls, reason: str, cause: str = "") -> Decision:
+        return cls(False, reason, cause=cause)
 
 
 def applicable_policies(human: AbstractBaseUser, agent: Agent | None) -> QuerySet[DelegationPolicy]:
@@ -195,14 +206,6 @@ def _discovery_decision(
     return Decision(True, Reason.TOOL_DISCOVERY)
 
 
-def exchange_depth(token: AccessToken) -> int:
-    """How many exchanges lie behind ``token`` (0: it came from the agent's own OAuth flow)."""
-    depth = 0
-    while token.parent_id is not None:
-        depth, token = depth + 1, token.parent
-    return depth
-
-
 def _chain_refusal(token: AccessToken) -> str | None:
     """Why a token made by token exchange is no longer usable, or None.
 
@@ -212,11 +215,8 @@ def _chain_refusal(token: AccessToken) -> str | None:
     a hop ends every token below. Asked at every use, not only at the exchange, so a re-exchanged
     token cannot outlive what it came from (keycloak#52691).
     """
-    parent = (
-        AccessToken.objects.select_related("application", "delegation__server", "delegation__human")
-        .filter(pk=token.parent_id)
-        .first()
-    )
+    ancestors = token_ancestors(token)  # the whole chain in one query, reused up the recursion
+    parent = ancestors[0] if ancestors else None
     hop = token.exchange_policy
     if parent is None or hop is None or parent.delegation is None or parent.application is None:
         return Reason.REVOKED  # deleting either deletes this token too; a stale read gets here
@@ -229,29 +229,41 @@ def _chain_refusal(token: AccessToken) -> str | None:
 
 
 def _exchange_terms(
-    agent: Agent,
+    agent: Agent | None,
     actor: McpServer,
     target: McpServer,
-    subject: AccessToken,
+    subject: AccessToken | None,
     delegation: Delegation | None,
     requested: Iterable[str] | None,
 ) -> Decision:
     """What a token exchanged by ``actor`` for ``target`` may carry: the requested scopes within
     what the human's own delegation on the target allows and within the hop policy, never wider.
+
+    The hop is asked first and every refusal about the subject token is the same one
+    (``SUBJECT_UNUSABLE``, the detail in ``cause``), so an MCP server learns nothing about tokens
+    bound elsewhere. ``subject`` None: no such token (or revoked meanwhile).
     """
-    if subject.delegation_id is None:
-        return Decision.deny(Reason.TOOL_DISCOVERY)  # the console's own token: never exchanged
-    # The subject token must be live, bound to the actor, and its whole chain still usable.
-    upstream = decide(agent=agent, server=actor, token=subject)
-    if not upstream.allowed:
-        return Decision.deny(upstream.reason)
+    # No hop from a server to itself (a database check): a self-exchange is refused here too.
     hop = ExchangePolicy.objects.filter(source=actor, target=target).first()
     if hop is None:
         return Decision.deny(Reason.EXCHANGE_NOT_ALLOWED)
-    if exchange_depth(subject) + 1 > settings.TOKEN_EXCHANGE_MAX_DEPTH:
+    if not target.active:
+        return Decision.deny(Reason.SERVER_INACTIVE)
+    if subject is None or agent is None:
+        return Decision.deny(Reason.SUBJECT_UNUSABLE, Reason.UNKNOWN_TOKEN)
+    if subject.delegation_id is None:  # the console's discovery token: never exchanged
+        return Decision.deny(Reason.SUBJECT_UNUSABLE, Reason.TOOL_DISCOVERY)
+    if subject.delegation.server_id != actor.pk:
+        return Decision.deny(Reason.SUBJECT_UNUSABLE, Reason.WRONG_AUDIENCE)
+    # Live, and its whole chain still usable.
+    upstream = decide(agent=agent, server=actor, token=subject)
+    if not upstream.allowed:
+        return Decision.deny(Reason.SUBJECT_UNUSABLE, upstream.reason)
+    if len(token_ancestors(subject)) + 1 > settings.TOKEN_EXCHANGE_MAX_DEPTH:
         return Decision.deny(Reason.CHAIN_TOO_DEEP)
-    # The human stays in the chain: the agent reaches the target only through her own delegation.
-    if delegation is None or delegation.human_id != subject.delegation.human_id:
+    # The human stays in the chain: the agent reaches the target only through her own delegation
+    # (the caller looks it up for the subject's human and agent).
+    if delegation is None:
         return Decision.deny(Reason.NO_DELEGATION)
     on_target = decide(agent=agent, server=target, delegation=delegation)
     if not on_target.allowed:
@@ -266,7 +278,7 @@ def _exchange_terms(
 
 def decide(
     *,
-    agent: Agent,
+    agent: Agent | None,
     server: McpServer,
     human: AbstractBaseUser | None = None,
     scopes: Iterable[str] | None = None,
@@ -287,21 +299,41 @@ def decide(
     - token exchange (RFC 8693): the subject ``token``, the ``actor`` (the MCP server presenting
       it), the target ``server``, the human's ``delegation`` there (None if she has none) and the
       requested ``scopes`` (None: all that may be had); allowed with the new token's scopes.
+      ``token`` and ``agent`` are None when the presented subject token is unknown.
 
     Policies and the agent's ceiling are read afresh each time: narrowing either takes effect at
-    the next token request or introspection.
+    the next token request or introspection. A token-use decision says until when it holds
+    (``valid_until``) unless something changes.
     """
+    if actor is not None:
+        return _exchange_terms(agent, actor, server, token, delegation, scopes)
+    if agent is None:
+        raise ValueError(
+            "decide() needs the agent; only a token exchange names none (its subject is unknown)"
+        )
+    decision = _decision(agent, server, human, scopes, delegation, token, tool_call)
+    if token is None:
+        return decision
+    chain = [token, *token_ancestors(token)]
+    expiries = [t.expires for t in chain] + [t.delegation.expires for t in chain if t.delegation]
+    return replace(decision, valid_until=min(e for e in expiries if e is not None))
+
+
+def _decision(
+    agent: Agent,
+    server: McpServer,
+    human: AbstractBaseUser | None,
+    scopes: Iterable[str] | None,
+    delegation: Delegation | None,
+    token: AccessToken | None,
+    tool_call: str | None,
+) -> Decision:
     if agent.status == Agent.Status.PENDING:
         return Decision.deny(Reason.AGENT_PENDING)
     if agent.status == Agent.Status.SUSPENDED:
         return Decision.deny(Reason.AGENT_SUSPENDED)
     if not server.active:
         return Decision.deny(Reason.SERVER_INACTIVE)
-
-    if actor is not None:
-        if token is None:
-            raise ValueError("a token exchange needs the subject token")
-        return _exchange_terms(agent, actor, server, token, delegation, scopes)
 
     if token is not None:
         if token.expires <= timezone.now():

@@ -82,7 +82,7 @@ def mint_discovery_token(server: McpServer, human: AbstractBaseUser) -> tuple[Ac
     agent = console_agent()
     expires = timezone.now() + timedelta(seconds=DISCOVERY_TOKEN_SECONDS)
     with transaction.atomic():
-        raw, token = issue_access_token(agent, human, None, (), expires, server=server)
+        issued = issue_access_token(agent, human, None, (), expires, server=server)
         record(
             "token.issued",
             outcome="allow",
@@ -90,10 +90,10 @@ def mint_discovery_token(server: McpServer, human: AbstractBaseUser) -> tuple[Ac
             human=human,
             agent=agent,
             server=server,
-            token=token,
+            token=issued.token,
             detail={"purpose": PURPOSE, "scope": ""},
         )
-    return token, raw
+    return issued.token, issued.value
 
 
 @contextmanager

@@ -17,7 +17,6 @@ and the policy is asked again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -25,53 +24,46 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.events import record
-from policies.decisions import Decision, Reason, decide, exchange_depth
+from policies.decisions import Decision, decide
 from policies.models import AccessToken, Delegation, McpServer
-from policies.tokens import issue_access_token, token_actors, token_lifetime
-
-
-@dataclass(frozen=True)
-class ExchangedToken:
-    token: AccessToken
-    value: str  # the bearer token, returned once and never stored
-
-    @property
-    def expires_in(self) -> int:
-        return max(0, int((self.token.expires - timezone.now()).total_seconds()))
+from policies.tokens import IssuedToken, issue_access_token, token_actors, token_ancestors, token_lifetime
 
 
 def exchange_token(
     *,
-    subject: AccessToken,
+    subject: AccessToken | None,
     actor: McpServer,
     target: McpServer,
     scopes: Iterable[str] | None,
     request: HttpRequest | None = None,
-) -> tuple[Decision, ExchangedToken | None]:
-    """Exchange ``subject`` (presented by ``actor``) for a token bound to ``target``.
+) -> tuple[Decision, IssuedToken | None]:
+    """Exchange ``subject`` (presented by ``actor``; None: an unknown token) for a token bound to
+    ``target``.
 
     ``scopes``: those asked for, or None for all the exchange may carry. Returns the decision and,
-    when allowed, the new token. Either way the exchange is recorded (``token.exchanged``).
+    when allowed, the new token. Either way the exchange is recorded (``token.exchanged``), with
+    why the subject token was refused, which the MCP server is not told.
     """
     with transaction.atomic():
-        # The subject token's row is locked: a revocation deleting it at this moment waits, then
-        # deletes the new token with it (``AccessToken.parent`` cascades).
-        still_there = bool(
-            list(AccessToken.objects.select_for_update().filter(pk=subject.pk).values_list("pk"))
-        )
-        agent = subject.application
-        human = subject.delegation.human if subject.delegation else subject.user
+        # The subject token's row is locked until the new token is committed. Every revocation
+        # (``policies.revocation.revoke_derived_tokens``) locks the rows it revokes before listing
+        # the tokens derived from them: either it waits for this exchange and then ends the new
+        # token too, or this exchange waits and finds the subject token gone.
+        usable = subject
+        if subject is not None and not AccessToken.objects.select_for_update().filter(pk=subject.pk).exists():
+            usable = None
+        agent = subject.application if subject else None
+        human = (subject.delegation.human if subject.delegation else subject.user) if subject else None
         delegation = (
             Delegation.objects.select_related("human")
             .filter(human=human, agent=agent, server=target, status=Delegation.Status.APPROVED)
             .first()
+            if usable is not None
+            else None
         )
-        if not still_there:
-            decision = Decision.deny(Reason.REVOKED)
-        else:
-            decision = decide(
-                agent=agent, server=target, token=subject, actor=actor, delegation=delegation, scopes=scopes
-            )
+        decision = decide(
+            agent=agent, server=target, token=usable, actor=actor, delegation=delegation, scopes=scopes
+        )
         exchanged = _mint(subject, target, delegation, decision) if decision.allowed else None
         record(
             "token.exchanged",
@@ -81,26 +73,25 @@ def exchange_token(
             agent=agent,
             # The chain the new token carries (or would have carried): the actor, then the
             # subject token's own actors.
-            actors=[{"type": "server", "id": actor.name}, *token_actors(subject)],
+            actors=[{"type": "server", "id": actor.name}, *(token_actors(subject) if subject else [])],
             server=target,
             delegation=delegation if decision.allowed else None,
             token=exchanged.token if exchanged else None,
             request=request,
             detail={
                 "actor": actor.name,
-                "subject_token_id": subject.pk,
+                "subject_token_id": subject.pk if subject else None,
+                "subject_reason": decision.cause or None,
                 "requested": sorted(scopes) if scopes is not None else None,
                 "scope": " ".join(sorted(decision.scopes)),
-                "depth": exchange_depth(subject) + 1,
+                "depth": len(token_ancestors(subject)) + 1 if subject else None,
             },
         )
     return decision, exchanged
 
 
-def _mint(
-    subject: AccessToken, target: McpServer, delegation: Delegation, decision: Decision
-) -> ExchangedToken:
-    value, token = issue_access_token(
+def _mint(subject: AccessToken, target: McpServer, delegation: Delegation, decision: Decision) -> IssuedToken:
+    return issue_access_token(
         subject.application,
         delegation.human,
         delegation,
@@ -110,7 +101,6 @@ def _mint(
         parent=subject,
         exchange_policy=decision.hop,
     )
-    return ExchangedToken(token, value)
 
 
 def _expiry(subject: AccessToken, delegation: Delegation, lifetime: int) -> datetime:

@@ -206,8 +206,8 @@ def _decide(
             "allowed": decision.allowed,
             "reason": decision.reason,
         }
-    expiries = [token.expires] + ([delegation.expires] if delegation and delegation.expires else [])
-    answer.update(body=body, until=min(expiries), noted=noted)
+    # Until the token, its delegation or anything up its exchange chain runs out (decide() says).
+    answer.update(body=body, until=decision.valid_until, noted=noted)
     return body, answer
 
 

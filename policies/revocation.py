@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit.events import record
 from policies.introspection import introspection_changed
-from policies.models import AccessToken, Agent, Delegation, McpServer, RefreshToken
+from policies.models import AccessToken, Agent, Delegation, ExchangePolicy, McpServer, RefreshToken
 from policies.tokens import token_actors
 
 
@@ -108,9 +108,15 @@ def revoke_token(token: AccessToken | RefreshToken, *, by: AbstractBaseUser | No
         if token.revoked is not None:
             return  # revoked (and recorded) before; its access token went with it
     if isinstance(token, AccessToken):
-        access, refresh = token, RefreshToken.objects.filter(access_token=token, revoked__isnull=True).first()
+        # The refresh token before the access token, in the order DOT's refresh rotation locks them.
+        refresh = (
+            RefreshToken.objects.select_for_update().filter(access_token=token, revoked__isnull=True).first()
+        )
+        access = token
     else:
         access, refresh = token.access_token, token
+    if access is not None:
+        revoke_derived_tokens(AccessToken.objects.filter(pk=access.pk), by=by, why="token")
     delegation = token.delegation
     record(
         "token.revoked",
@@ -122,10 +128,9 @@ def revoke_token(token: AccessToken | RefreshToken, *, by: AbstractBaseUser | No
         server=delegation.server if delegation else None,
         delegation=delegation,
         token=access,
+        actors=token_actors(access) if access is not None else None,
         detail={"refresh_token_id": refresh.pk if refresh else None},
     )
-    if access is not None:
-        revoke_derived_tokens(AccessToken.objects.filter(pk=access.pk), by=by, why="token")
     if refresh is not None:
         refresh.revoke()  # DOT's: marks it revoked and deletes its access token
     if access is not None:
@@ -138,24 +143,31 @@ def revoke_derived_tokens(
     by: AbstractBaseUser | None,
     why: str,
     exclude_delegations: Collection[int] = (),
+    parents_too: bool = False,
 ) -> int:
-    """The tokens exchanged from ``parents`` (RFC 8693), at any depth, each recorded as revoked
-    with the chain it had, then deleted. Deleting a parent deletes them anyway (``parent``
-    cascades); this says so in the audit trail. Those on ``exclude_delegations`` are left to
-    the caller, which records those delegations' end."""
-    derived: list[AccessToken] = []
-    level = parents
-    while True:
-        found = list(
-            AccessToken.objects.filter(parent__in=level).select_related(
-                "application", "user", "delegation__server"
-            )
+    """End the tokens exchanged from ``parents`` (RFC 8693), at any depth: each is recorded as
+    revoked (reason ``chain``) with the chain it had, then deleted. Returns how many.
+
+    Every revocation calls this first, in its transaction, before deleting ``parents`` (a deleted
+    parent would delete them anyway, as ``parent`` cascades, but silently). Each level is locked
+    before the next is listed: an exchange holds its subject token's row until the new token
+    commits (``policies.exchange``), so a token exchanged meanwhile is found too, rather than
+    failing the revocation at commit on the foreign key. ``parents_too``: ``parents`` are ended
+    and recorded the same way (the tokens of a hop that is deleted). Those on
+    ``exclude_delegations`` are not recorded: the caller records those delegations' end.
+    """
+    related = ("application", "user", "exchange_policy", "delegation__server", "delegation__human")
+    level = list(parents.select_for_update(of=("self",)).select_related(*related).order_by("pk"))
+    ended = list(level) if parents_too else []
+    while level:
+        level = list(
+            AccessToken.objects.select_for_update(of=("self",))
+            .filter(parent__in=[token.pk for token in level])
+            .select_related(*related)
+            .order_by("pk")
         )
-        if not found:
-            break
-        derived += found
-        level = AccessToken.objects.filter(pk__in=[token.pk for token in found])
-    for token in derived:
+        ended += level
+    for token in ended:
         if token.delegation_id in exclude_delegations:
             continue
         record(
@@ -171,5 +183,15 @@ def revoke_derived_tokens(
             token=token,
             detail={"revoked": why, "parent_token_id": token.parent_id},
         )
-    AccessToken.objects.filter(pk__in=[token.pk for token in derived]).delete()
-    return len(derived)
+    AccessToken.objects.filter(pk__in=[token.pk for token in ended]).delete()
+    return len(ended)
+
+
+def end_hop_tokens(sender, instance: ExchangePolicy, **kwargs) -> None:
+    """``pre_delete`` of a hop policy (API, admin, a deleted MCP server): the tokens it made, and
+    those exchanged from them, end with it and are recorded. Locked first, so that a token being
+    exchanged through this hop right now is found too."""
+    ExchangePolicy.objects.select_for_update().filter(pk=instance.pk).exists()
+    revoke_derived_tokens(
+        AccessToken.objects.filter(exchange_policy=instance), by=None, why="exchange_policy", parents_too=True
+    )

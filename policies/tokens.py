@@ -14,6 +14,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
 from oauth2_provider.models import set_token_value
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import generate_token
@@ -24,6 +27,16 @@ from policies.models import AccessToken, Agent, Delegation, ExchangePolicy, McpS
 def token_checksum(raw_token: str) -> str:
     """DOT's ``token_checksum`` of a bearer token: the only form in which the console keeps it."""
     return hashlib.sha256(raw_token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: AccessToken
+    value: str  # the bearer token, given out once and never stored
+
+    @property
+    def expires_in(self) -> int:
+        return max(0, int((self.token.expires - timezone.now()).total_seconds()))
 
 
 def token_lifetime(agent: Agent) -> int:
@@ -41,12 +54,12 @@ def issue_access_token(
     server: McpServer,
     parent: AccessToken | None = None,
     exchange_policy: ExchangePolicy | None = None,
-) -> tuple[str, AccessToken]:
+) -> IssuedToken:
     """A new access token of ``agent`` for ``human``, bound (RFC 8707) to ``server``, for the doors
     that mint tokens outside DOT's own grants (ID-JAG, token exchange, tool discovery).
 
-    Returns the bearer value, given out once, and the row, which keeps only its checksum (as DOT
-    keeps the tokens it mints).
+    The row keeps only the bearer value's checksum (as DOT keeps the tokens it mints); the value
+    is in the result, to be given out once.
     """
     raw = generate_token()  # oauthlib's generator, as DOT's own access tokens
     token = AccessToken(
@@ -61,15 +74,48 @@ def issue_access_token(
     )
     set_token_value(token, raw)
     token.save()
-    return raw, token
+    return IssuedToken(token, raw)
 
 
 def access_token_by_value(raw_token: str) -> AccessToken | None:
     return (
-        AccessToken.objects.select_related("application", "delegation__human")
+        AccessToken.objects.select_related("application", "delegation__human", "exchange_policy")
         .filter(token_checksum=token_checksum(raw_token))
         .first()
     )
+
+
+def token_ancestors(token: AccessToken) -> list[AccessToken]:
+    """The tokens ``token`` was exchanged from (RFC 8693), its parent first, up to the agent's own
+    token (empty for that one). Read in one query (a recursive CTE) and linked, so that walking
+    ``parent`` and deciding each ancestor (``policies.decisions``) reads no row of the chain again.
+    The walk stops at an ancestor that is gone (revoked meanwhile)."""
+    if token.parent_id is None:
+        return []
+    if hasattr(token, "_ancestors"):
+        return token._ancestors
+    # Django's ORM has no recursive query; the only value interpolated is the model's table name.
+    table = connection.ops.quote_name(AccessToken._meta.db_table)
+    chain = RawSQL(  # noqa: S611
+        f"WITH RECURSIVE chain(id, parent_id) AS (SELECT id, parent_id FROM {table} WHERE id = %s "  # noqa: S608
+        f"UNION SELECT t.id, t.parent_id FROM {table} t JOIN chain ON t.id = chain.parent_id) "
+        "SELECT id FROM chain",
+        (token.parent_id,),
+    )
+    rows = AccessToken.objects.filter(pk__in=chain).select_related(
+        "application", "exchange_policy", "delegation__server", "delegation__human"
+    )
+    by_pk = {row.pk: row for row in rows}
+    ancestors: list[AccessToken] = []
+    current = token
+    while current.parent_id in by_pk:
+        current.parent = by_pk[current.parent_id]  # Django keeps it: ``.parent`` reads nothing
+        ancestors.append(current.parent)
+        current = current.parent
+    for depth, ancestor in enumerate(ancestors):
+        ancestor._ancestors = ancestors[depth + 1 :]
+    token._ancestors = ancestors
+    return ancestors
 
 
 def exchange_actors(token: AccessToken) -> list[McpServer]:
@@ -78,15 +124,7 @@ def exchange_actors(token: AccessToken) -> list[McpServer]:
     A token exchanged by server A (from the agent's token for A) was made by A; exchanged again
     by B, by B then A. Empty for a token from the agent's own OAuth flow.
     """
-    if hasattr(token, "_exchange_actors"):  # introspection asks for act and actors in one go
-        return token._exchange_actors
-    servers: list[McpServer] = []
-    ancestor = token
-    while ancestor.parent_id is not None:
-        ancestor = AccessToken.objects.select_related("delegation__server").get(pk=ancestor.parent_id)
-        servers.append(ancestor.delegation.server)
-    token._exchange_actors = servers
-    return servers
+    return [ancestor.delegation.server for ancestor in token_ancestors(token)]
 
 
 def act_claim(token: AccessToken) -> dict[str, Any]:

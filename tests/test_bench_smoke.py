@@ -69,7 +69,16 @@ def report(django_db_setup, django_db_blocker, tmp_path_factory) -> tuple[dict, 
 def test_the_benchmark_writes_every_figure_goal_and_machine_detail(report):
     summary, markdown = report
 
-    assert set(summary["phases"]["A"]) == {"floor", "live", "revoked", "expired", "foreign", "unknown", "dot"}
+    assert set(summary["phases"]["A"]) == {
+        "floor",
+        "live",
+        "live_uncached",
+        "revoked",
+        "expired",
+        "foreign",
+        "unknown",
+        "dot",
+    }
     assert set(summary["phases"]["T"]) == {"floor", "refresh", "ours_cc", "ingest", "dot_cc"}
     assert set(summary["phases"]["B"]) == set(summary["phases"]["C"]) == {"floor", "live"}
     for phase in summary["phases"].values():

@@ -443,6 +443,12 @@ def test_a_refused_id_token_is_a_failed_login_audited_with_its_cause(standin, cl
     assert failed.reason == reason and failed.detail["issuer"] == standin.issuer
 
 
+def test_a_subject_with_a_nul_character_is_a_failed_login_not_a_500(standin, client):
+    standin.userinfo = {"sub": "00u\x00KIM"}
+
+    assert failed_login(sso_callback(standin, client, sub="00u\x00KIM")).reason == "sso_malformed_subject"
+
+
 def test_an_id_token_a_few_seconds_ahead_of_our_clock_is_accepted(standin, client):
     response = sso_callback(standin, client, iat=int(time.time()) + 20)
 

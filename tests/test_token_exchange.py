@@ -14,7 +14,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from console.roles import Role
 from policies.discovery import mint_discovery_token
-from policies.models import AccessToken, Delegation, ExchangePolicy, ToolAction
+from policies.models import AccessToken, Delegation, DelegationPolicy, ExchangePolicy, ToolAction
 from policies.policy_file import PolicyError, apply, dump, export, parse
 from policies.revocation import (
     revoke_agent_tokens,
@@ -211,7 +211,8 @@ def test_a_server_cannot_exchange_a_token_bound_to_another_server(oauth, calenda
     response = exchange(mail, on_calendar, drive.resource)  # mail presents the calendar's token
 
     assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
-    assert AuditEvent.objects.get(event_type="token.exchanged").reason == "wrong_audience"
+    event = AuditEvent.objects.get(event_type="token.exchanged")
+    assert (event.reason, event.detail["subject_reason"]) == ("subject_unusable", "wrong_audience")
 
 
 def test_the_consoles_tool_discovery_token_cannot_be_exchanged(alice, calendar, drive):
@@ -221,7 +222,8 @@ def test_the_consoles_tool_discovery_token_cannot_be_exchanged(alice, calendar, 
     response = exchange(calendar, raw, drive.resource)
 
     assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
-    assert AuditEvent.objects.get(event_type="token.exchanged").reason == "tool_discovery"
+    event = AuditEvent.objects.get(event_type="token.exchanged")
+    assert (event.reason, event.detail["subject_reason"]) == ("subject_unusable", "tool_discovery")
 
 
 def test_an_agent_or_a_stranger_cannot_exchange(oauth, agent, calendar, drive):
@@ -274,7 +276,7 @@ def test_the_new_token_never_outlives_the_subject_token_or_the_delegations(oauth
         ({"resource": []}, "invalid_target"),
         ({"resource": ["https://drive.example.com/mcp", "https://mail.example.com/mcp"]}, "invalid_target"),
         ({"resource": "https://unknown.example.com/mcp"}, "invalid_target"),
-        ({"resource": "https://calendar.example.com/mcp"}, "invalid_target"),  # the actor itself
+        ({"resource": "https://calendar.example.com/mcp"}, "unauthorized_client"),  # the actor itself
         ({"subject_token": "not-a-token"}, "invalid_grant"),
     ],
 )
@@ -297,9 +299,12 @@ def test_bad_requests_get_an_rfc_error_and_change_nothing(oauth, calendar, drive
     assert response.json()["error"] == error and response.json()["error_description"]
     assert response["Cache-Control"] == "no-store"
     assert AccessToken.objects.count() == tokens_before
-    if error == "invalid_grant":  # the request was well formed: the refusal is audited
+    if error in ("invalid_grant", "invalid_target", "unauthorized_client"):  # well formed: audited
         event = AuditEvent.objects.get(event_type="token.exchanged")
-        assert (event.outcome, event.reason, event.server_name) == ("deny", "unknown_token", "drive")
+        reason = {"invalid_grant": "subject_unusable", "unauthorized_client": "exchange_not_allowed"}
+        assert (event.outcome, event.reason) == ("deny", reason.get(error, "invalid_target"))
+        if error == "invalid_grant":
+            assert (event.server_name, event.detail["subject_reason"]) == ("drive", "unknown_token")
 
 
 def test_a_json_body_is_refused_in_the_rfc_format(calendar):
@@ -466,7 +471,27 @@ def test_revocation_deletes_the_tokens_derived_from_what_it_revokes(
     assert access_token_by_value(on_drive) is None
 
 
-@pytest.mark.parametrize("revoke", [_revoke_root_delegation, _revoke_the_subject_token])
+def _revoke_the_subject_token_by_rfc7009(subject, **_):
+    agent = access_token_by_value(subject).application
+    response = Client().post("/oauth/revoke/", form({"token": subject, "client_id": agent.client_id}), FORM)
+    assert response.status_code == 200
+
+
+def _remove_the_hop_through_the_api(**_):
+    admin_api = api_as(person("sec", Role.SECURITY_ADMIN))
+    assert admin_api.delete(f"/api/exchange-policies/{ExchangePolicy.objects.get().pk}/").status_code == 204
+
+
+@pytest.mark.parametrize(
+    "revoke",
+    [
+        _revoke_root_delegation,
+        _revoke_the_subject_token,
+        _revoke_the_subject_token_by_rfc7009,
+        _remove_the_hop,
+        _remove_the_hop_through_the_api,
+    ],
+)
 def test_the_tokens_a_revocation_ends_down_the_chain_are_recorded(
     agent, alice, calendar, drive, chain, revoke
 ):
@@ -534,8 +559,11 @@ def test_refreshing_the_agents_token_leaves_tokens_exchanged_from_the_old_one_in
     refreshed = oauth.refresh(tokens["refresh_token"], calendar.resource)
 
     assert refreshed.status_code == 200
-    # DOT deletes the access token a refresh replaces; what was exchanged from it goes with it.
+    # DOT deletes the access token a refresh replaces; what was exchanged from it goes with it,
+    # and the audit trail says so.
     assert not active(drive, on_drive)
+    ended = AuditEvent.objects.get(event_type="token.revoked", reason="chain")
+    assert (ended.server_name, ended.detail["revoked"]) == ("drive", "refresh")
     again = exchange(calendar, refreshed.json()["access_token"], drive.resource)
     assert active(drive, again.json()["access_token"])
 
@@ -619,3 +647,148 @@ def test_a_policy_file_with_a_wrong_hop_is_refused_and_changes_nothing(calendar,
         apply(parse(f"exchange_policies:\n  - {hop_entry}\n"))
     assert problem in str(refused.value) and "line 2" in str(refused.value)
     assert not ExchangePolicy.objects.exists()
+
+
+# --- Revocation racing an exchange, the cache and the chain, what the actor learns -------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_revocation_racing_an_exchange_of_the_same_token_ends_both(monkeypatch, oauth, calendar, drive):
+    """The exchange holds the subject token's row until its new token commits; the revocation
+    locks that row before it lists the derived tokens, so it waits and then ends the new one too
+    (it used to list them first, then fail at commit on the foreign key: a 500, both tokens live)."""
+    import threading
+
+    from django.db import connection, connections
+
+    import policies.exchange as exchange_module
+
+    on_calendar = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    oauth.tokens(drive.resource, "files:read")
+    hop(calendar, drive, "files:read")
+    subject = access_token_by_value(on_calendar)
+    minted, outcome, real_mint = threading.Event(), {}, exchange_module._mint
+
+    def mint_then_wait_for_the_revocation(*args, **kwargs):
+        result = real_mint(*args, **kwargs)
+        minted.set()
+        for _ in range(400):  # until the revocation waits on a lock this transaction holds
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # else read once per transaction
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+            threading.Event().wait(0.05)
+        return result
+
+    monkeypatch.setattr(exchange_module, "_mint", mint_then_wait_for_the_revocation)
+
+    def revoke_while_exchanging():
+        minted.wait(60)
+        try:
+            revoke_token(AccessToken.objects.get(pk=subject.pk), by=None)
+            outcome["revoked"] = True
+        except Exception as error:  # noqa: BLE001  (reported by the assertion below)
+            outcome["error"] = repr(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=revoke_while_exchanging)
+    thread.start()
+    response = exchange(calendar, on_calendar, drive.resource)
+    thread.join(120)
+
+    assert response.status_code == 200, response.content
+    assert outcome.get("revoked"), outcome
+    assert access_token_by_value(on_calendar) is None
+    assert access_token_by_value(response.json()["access_token"]) is None
+    assert AuditEvent.objects.filter(event_type="token.revoked", reason="chain").count() == 1
+
+
+@pytest.mark.parametrize("shortened", ["root delegation", "parent token"])
+def test_a_cached_answer_ends_when_an_ancestor_of_the_token_runs_out(
+    monkeypatch, calendar, drive, chain, shortened
+):
+    """The derived token's ``exp`` was capped at mint; an ancestor's expiry shortened later (re-consent
+    under a shorter max lifetime, an admin) must end the cached "active" answer too."""
+    subject, on_drive = chain
+    soon = timezone.now() + timedelta(seconds=60)
+    if shortened == "root delegation":
+        root = Delegation.objects.get(server=calendar.server)
+        root.expires = soon
+        root.save()
+    else:
+        parent = access_token_by_value(subject)
+        parent.expires = soon
+        parent.save()
+    assert active(drive, on_drive)  # decided now, and cached
+    later = timezone.now() + timedelta(seconds=120)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+
+    assert not active(drive, on_drive)
+
+
+def test_changes_to_a_hop_are_audited_as_console_changes_and_listed_in_the_sidebar(
+    admin_client, calendar, drive
+):
+    admin_api = api_as(person("sec", Role.SECURITY_ADMIN))
+    body = {"source": "calendar", "target": "drive", "scopes": {"drive": ["files:read"]}}
+    created = admin_api.post("/api/exchange-policies/", body, format="json")
+    assert created.status_code == 201, created.content
+    assert admin_api.delete(f"/api/exchange-policies/{created.json()['id']}/").status_code == 204
+
+    changes = AuditEvent.objects.filter(event_type="console.change", detail__model="policies.exchangepolicy")
+    assert changes.count() >= 2  # created (with its scopes), deleted
+    assert "Exchange policies" in admin_client.get("/admin/").content.decode()
+
+
+def test_a_foreign_token_is_answered_like_an_unknown_or_unusable_one(oauth, agent, calendar, drive, mail):
+    """No oracle: an MCP server learns nothing about a token bound elsewhere (nor whether the hop
+    is asked first: mail has a hop to drive)."""
+    on_calendar = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    oauth.tokens(drive.resource, "files:read")
+    hop(mail, drive, "files:read")
+    unknown = exchange(mail, "not-a-token", drive.resource).json()
+    foreign = exchange(mail, on_calendar, drive.resource).json()
+    set_agent_status(agent, agent.Status.SUSPENDED, by=None)
+    suspended = exchange(mail, on_calendar, drive.resource).json()
+
+    assert unknown == foreign == suspended
+    assert unknown["error"] == "invalid_grant"
+    reasons = AuditEvent.objects.filter(event_type="token.exchanged").order_by("pk")
+    assert [e.detail["subject_reason"] for e in reasons] == [
+        "unknown_token",
+        "wrong_audience",
+        "wrong_audience",
+    ]
+
+
+def test_without_a_hop_every_subject_token_gets_the_same_answer(oauth, calendar, drive, mail):
+    on_calendar = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    unknown = exchange(mail, "not-a-token", drive.resource)
+    foreign = exchange(mail, on_calendar, drive.resource)
+    assert unknown.json() == foreign.json()
+    assert foreign.json()["error"] == "unauthorized_client"
+
+
+def test_a_subject_token_with_no_usable_scope_left_is_invalid_grant_not_invalid_scope(oauth, calendar, drive):
+    on_calendar = oauth.tokens(calendar.resource, "list_events:read")["access_token"]
+    oauth.tokens(drive.resource, "files:read")
+    hop(calendar, drive, "files:read")
+    DelegationPolicy.objects.get(group__name="staff").may_delegate.clear()  # nothing left at the actor
+
+    response = exchange(calendar, on_calendar, drive.resource)
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    event = AuditEvent.objects.get(event_type="token.exchanged")
+    assert (event.reason, event.detail["subject_reason"]) == ("subject_unusable", "no_usable_scope")
+
+
+def test_revoking_a_derived_token_records_its_chain(agent, calendar, drive, chain):
+    _, on_drive = chain
+    revoke_token(access_token_by_value(on_drive), by=None)
+    event = AuditEvent.objects.get(event_type="token.revoked")
+    assert event.actors == [{"type": "server", "id": "calendar"}, {"type": "agent", "id": agent.client_id}]

@@ -198,6 +198,8 @@ class ServerEvents(APIView):
     permission_classes = [IsMcpServer]
     parser_classes = [JsonBody]
     renderer_classes = [JSONRenderer]
+    # What console.limits answers when a body's Content-Length is over the limit.
+    body_too_large_error = "batch_too_large"
 
     def get_exception_handler(self):
         return _api_error

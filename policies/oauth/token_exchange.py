@@ -44,11 +44,13 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "None of the requested scopes is allowed by both the human's delegation on the target "
         "server and the exchange policy.",
     ),
-    Reason.TOOL_DISCOVERY: ("invalid_grant", "A tool discovery token cannot be exchanged."),
-    Reason.WRONG_AUDIENCE: (
+    # One answer whatever is wrong with the subject token (unknown, bound to another server,
+    # expired, revoked, its agent suspended, ...): the audit event says which.
+    Reason.SUBJECT_UNUSABLE: (
         "invalid_grant",
-        "The subject token is not bound to the MCP server presenting it.",
+        "The subject token is not a live token bound to the MCP server presenting it.",
     ),
+    Reason.SERVER_INACTIVE: ("invalid_target", "The target MCP server is not active."),
 }
 
 
@@ -79,37 +81,33 @@ def token_exchange(request: HttpRequest) -> JsonResponse:
             "invalid_request", "The authenticated MCP server is the actor: actor_token is not taken.", 400
         )
     targets = set(request.POST.getlist("resource")) | set(request.POST.getlist("audience"))
-    target = (
-        McpServer.objects.filter(resource=next(iter(targets)), active=True).first()
-        if len(targets) == 1
-        else None
-    )
+    target = McpServer.objects.filter(resource=next(iter(targets))).first() if len(targets) == 1 else None
     if target is None:
-        return oauth_error(
-            "invalid_target",
-            "Name exactly one registered, active MCP server by its resource URI (resource and/or audience)."
-            if len(targets) != 1
-            else f"'{next(iter(targets))}' is not a registered, active MCP server.",
-            400,
-        )
-    if target.pk == actor.pk:
-        return oauth_error("invalid_target", "The subject token is already bound to this MCP server.", 400)
-    scope = request.POST.get("scope", "").split()
-
-    subject = access_token_by_value(raw_subject)
-    if subject is None or subject.application is None:
         record(
             "token.exchanged",
             outcome="deny",
-            reason="unknown_token",
+            reason="invalid_target",
             actors=[{"type": "server", "id": actor.name}],
-            server=target,
             request=request,
-            detail={"actor": actor.name},
+            # The resources as sent, bounded: the request is the caller's.
+            detail={"actor": actor.name, "targets": sorted(t[:300] for t in targets)[:10]},
         )
-        return oauth_error("invalid_grant", "The subject token is unknown, expired or revoked.", 400)
+        return oauth_error(
+            "invalid_target",
+            "Name exactly one registered MCP server by its resource URI (resource and/or audience)."
+            if len(targets) != 1
+            else f"'{next(iter(targets))}' is not a registered MCP server.",
+            400,
+        )
+    scope = request.POST.get("scope", "").split()
+
+    subject = access_token_by_value(raw_subject)
     decision, exchanged = exchange_token(
-        subject=subject, actor=actor, target=target, scopes=scope or None, request=request
+        subject=subject if subject is not None and subject.application is not None else None,
+        actor=actor,
+        target=target,
+        scopes=scope or None,
+        request=request,
     )
     if exchanged is None:
         code, description = REFUSALS.get(

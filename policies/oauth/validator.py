@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.cimd import is_cimd_client_id
 from oauth2_provider.oauth2_validators import OAuth2Validator
@@ -21,6 +22,8 @@ from policies.decisions import decide
 from policies.models import AccessToken, Agent, Delegation, Grant, RefreshToken
 from policies.oauth.registration import agent_changed
 from policies.oauth.resources import requested_resources, server_for_resource, target_error_description
+from policies.revocation import revoke_derived_tokens
+from policies.tokens import token_actors
 
 # Tokens a revocation can still change: access tokens exist until revoked, refresh tokens are kept.
 REVOCABLE = {AccessToken: {}, RefreshToken: {"revoked__isnull": True}}
@@ -124,23 +127,32 @@ class PolicyValidator(OAuth2Validator):
         )
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs) -> None:
-        """RFC 7009 revocation by the agent itself (DOT's /oauth/revoke/), recorded as token.revoked."""
+        """RFC 7009 revocation by the agent itself (DOT's /oauth/revoke/), recorded as token.revoked,
+        with the tokens exchanged from it (``revoke_derived_tokens``)."""
         checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
         client_pk = getattr(request.client, "pk", None)
         instance = None
-        for model in (AccessToken, RefreshToken) if client_pk is not None else ():
-            instance = (
-                model.objects.select_related("delegation__server", "user")
-                .filter(token_checksum=checksum, application_id=client_pk, **REVOCABLE[model])
-                .first()
-            )
+        with transaction.atomic():
+            for model in (AccessToken, RefreshToken) if client_pk is not None else ():
+                instance = (
+                    model.objects.select_related("delegation__server", "user")
+                    .filter(token_checksum=checksum, application_id=client_pk, **REVOCABLE[model])
+                    .first()
+                )
+                if instance is not None:
+                    break
             if instance is not None:
-                break
-        super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+                is_access = isinstance(instance, AccessToken)
+                # The refresh token locked before the access token, in the order DOT's rotation
+                # locks them; then the tokens exchanged from the access token end with it.
+                pair = {"access_token": instance} if is_access else {"pk": instance.pk}
+                RefreshToken.objects.select_for_update().filter(**pair).exists()
+                access_id = instance.pk if is_access else instance.access_token_id
+                revoke_derived_tokens(AccessToken.objects.filter(pk=access_id), by=None, why="rfc7009")
+            super().revoke_token(token, token_type_hint, request, *args, **kwargs)
         if instance is None:
             return  # unknown or another agent's token: RFC 7009 answers 200 all the same
         delegation = instance.delegation
-        is_access = isinstance(instance, AccessToken)
         record(
             "token.revoked",
             outcome="allow",
@@ -150,6 +162,7 @@ class PolicyValidator(OAuth2Validator):
             server=delegation.server if delegation else None,
             delegation=delegation,
             token=instance if is_access else None,
+            actors=token_actors(instance) if is_access else None,
             detail={"token_type": "access_token" if is_access else "refresh_token"},
         )
 
@@ -159,6 +172,14 @@ class PolicyValidator(OAuth2Validator):
         lifetime = request.client.access_token_lifetime
         if lifetime is not None:
             token["expires_in"] = lifetime
+        previous = getattr(request, "refresh_token_instance", None)
+        rotated = isinstance(previous, RefreshToken) and self.rotate_refresh_token(request)
+        if token.get("refresh_token") and rotated:
+            # Rotation deletes the previous access token: the tokens exchanged from it end with it,
+            # recorded. Locked refresh token first, in the order DOT locks them next (same transaction).
+            locked = RefreshToken.objects.select_for_update().filter(pk=previous.pk)
+            access_id = locked.values_list("access_token_id", flat=True).first()
+            revoke_derived_tokens(AccessToken.objects.filter(pk=access_id), by=None, why="refresh")
         return super()._save_bearer_token(token, request, *args, **kwargs)
 
     def _bind_to_delegation(self, request, delegation) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gunicorn
 import psycopg
 
 from tests.support import free_loopback_port
@@ -176,9 +177,12 @@ class Console:
 
     def start(self) -> None:
         log = self.log_path.open("a")
+        # gunicorn 27+ opens a control socket at one path per user; another gunicorn on the machine
+        # (make bench, a second test session) must not share it.
+        control = ["--no-control-socket"] if gunicorn.version_info >= (27,) else []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "console.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "--timeout", "60", "--graceful-timeout", "5"],
+             "--workers", str(self.workers), "--timeout", "60", "--graceful-timeout", "5", *control],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()
