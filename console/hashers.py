@@ -33,7 +33,10 @@ class ClientSecretHasher(BasePasswordHasher):
         return {"algorithm": algorithm, "salt": salt, "hash": digest}
 
     def verify(self, password: str, encoded: str) -> bool:
-        decoded = self.decode(encoded)
+        try:
+            decoded = self.decode(encoded)
+        except ValueError:
+            return False  # a malformed stored value matches nothing
         return constant_time_compare(encoded, self.encode(password, decoded["salt"]))
 
     def safe_summary(self, encoded: str) -> dict[str, str]:

@@ -8,17 +8,22 @@ Written here rather than with django-ratelimit, which costs two cache round trip
 
 | door | counted per |
 | --- | --- |
-| token endpoint | agent client_id, and client address |
+| token endpoint | agent (or MCP server) credentials, and client address |
 | registration (DCR) | client address |
-| login (console and end-user) | username, and client address |
+| login (console and end-user) | client address (the account itself: django-axes) |
+| two-factor verification | staff member, and client address |
 | introspection | MCP server credentials, and client address |
 
-Introspection and token counters are keyed by what the caller presents: an introspection bucket
-is a digest of the server's client id *and* secret, so nobody who lacks the secret can spend a
-real server's budget. Over the limit: 429 with Retry-After; OAuth doors answer in RFC 6749's
-error JSON with ``temporarily_unavailable`` (RFC 6749 §4.1.2.1: "unable to handle the request due
-to a temporary overloading"; the registry has no rate-limit code, and RFC 8628's ``slow_down``
-means "poll a device code more slowly"), console pages a plain page.
+Caller counters are keyed by what the caller presents, never by a name alone: a bucket is a
+digest of the client id *and* secret, so nobody who lacks the secret can spend a real agent's or
+server's budget; a public client (no secret) is counted per client id *and* address. Login has no
+per-username bucket: refusing an account's logins is a lever for strangers (SECURITY.md). An IPv6
+address is counted by its /64, the block one subscriber holds.
+
+Over the limit: 429 with Retry-After; OAuth doors answer in RFC 6749's error JSON with
+``temporarily_unavailable`` (RFC 6749 §4.1.2.1: "unable to handle the request due to a
+temporary overloading"; the registry has no rate-limit code, and RFC 8628's ``slow_down`` means
+"poll a device code more slowly"), console pages a plain page.
 
 When Redis cannot be reached the limits fail open with a logged warning: they guard capacity,
 not correctness, and introspection must keep answering from PostgreSQL (the login lockout,
@@ -31,6 +36,7 @@ anything reads them: 413, in the OAuth error JSON on protocol and API paths.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 import time
@@ -74,13 +80,47 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+_warned_proxy = False
+
+
+def _warn_untrusted_proxy(request: HttpRequest) -> None:
+    """Behind a proxy that is not in AUDIT_TRUSTED_PROXIES every client counts as the proxy: one
+    shared bucket for the world. Said once per process, the first time it is seen."""
+    global _warned_proxy
+    if not _warned_proxy and "HTTP_X_FORWARDED_FOR" in request.META and not settings.AUDIT_TRUSTED_PROXIES:
+        _warned_proxy = True
+        logger.warning(
+            "X-Forwarded-For arrives but AUDIT_TRUSTED_PROXIES is empty: rate limits count every "
+            "client as the proxy's address %s. Set TRUSTED_PROXIES to the proxy's network.",
+            request.META.get("REMOTE_ADDR"),
+        )
+
+
 def _client_ip(request: HttpRequest) -> str:
-    return metadata_of(request).client_ip or "unknown"
+    _warn_untrusted_proxy(request)
+    address = metadata_of(request).client_ip or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        # One subscriber gets a whole /64: per address it would have 2^64 buckets.
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def _agent(request: HttpRequest) -> str | None:
+    """An agent (or an MCP server at token exchange) by the credentials it presents: the client
+    id with its secret, or for a public client (no secret) with its address."""
     credentials = _basic_credentials(request)
-    return credentials[0] if credentials else request.POST.get("client_id") or None
+    client_id, secret = (
+        credentials if credentials else (request.POST.get("client_id"), request.POST.get("client_secret"))
+    )
+    if not client_id:
+        return None
+    return "\x00".join(
+        (client_id, "secret", secret) if secret else (client_id, "address", _client_ip(request))
+    )
 
 
 def _server_credentials(request: HttpRequest) -> str | None:
@@ -91,8 +131,8 @@ def _server_credentials(request: HttpRequest) -> str | None:
     return "\x00".join(credentials) if credentials else None
 
 
-def _username(request: HttpRequest) -> str | None:
-    return request.POST.get("username", "")[:150] or None
+def _user(request: HttpRequest) -> str | None:
+    return str(request.user.pk) if request.user.is_authenticated else None
 
 
 # view name -> [(limit name in RATE_LIMITS, who is counted)]
@@ -104,8 +144,9 @@ LIMITED_DOORS: dict[str, list[tuple[str, CallerKey]]] = {
         ("introspection_per_server", _server_credentials),
         ("introspection_per_address", _client_ip),
     ],
-    "login": [("login_per_username", _username), ("login_per_address", _client_ip)],
-    "admin:login": [("login_per_username", _username), ("login_per_address", _client_ip)],
+    "login": [("login_per_address", _client_ip)],
+    "admin:login": [("login_per_address", _client_ip)],
+    "two-factor-verify": [("two_factor_per_user", _user), ("two_factor_per_address", _client_ip)],
 }
 
 _last_warning = 0.0

@@ -1,8 +1,10 @@
 """Recovery codes for console staff's two-factor authentication (console.security).
 
-django-otp's own static device keeps its codes in clear text; these are kept as SHA-256 digests.
-A code has about 49 random bits (10 of 31 characters), so an unsalted fast digest is enough (as
-for tokens): only someone who holds the code can find the row, and using it deletes it.
+django-otp's own static device keeps its codes in clear text; these are kept as HMAC-SHA256
+digests keyed by a key derived from SECRET_KEY. A code has about 49 random bits (10 of 31
+characters): a plain digest leaked with the database could be reversed by brute force in hours,
+a keyed one not without the server's key. Only someone who holds the code can find the row, and
+using it deletes it. Codes stored as plain SHA-256 before the key was used still verify once.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.db import models, transaction
+from django.utils.crypto import salted_hmac
 from django_otp.models import Device, ThrottlingMixin
 
 RECOVERY_CODE_COUNT = 10
@@ -21,8 +25,23 @@ def normalize_recovery_code(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def recovery_code_digest(text: str) -> str:
-    return hashlib.sha256(normalize_recovery_code(text).encode()).hexdigest()
+_DIGEST_SALT = "console.models.RecoveryCode"
+
+
+def recovery_code_digest(text: str, secret: str | None = None) -> str:
+    return salted_hmac(
+        _DIGEST_SALT, normalize_recovery_code(text), secret=secret, algorithm="sha256"
+    ).hexdigest()
+
+
+def _digests_to_try(text: str) -> list[str]:
+    """The digest under the current key, under each key being rotated out, and the unkeyed
+    SHA-256 that codes enrolled before keying were stored as."""
+    return [
+        recovery_code_digest(text),
+        *(recovery_code_digest(text, secret=old) for old in settings.SECRET_KEY_FALLBACKS),
+        hashlib.sha256(normalize_recovery_code(text).encode()).hexdigest(),
+    ]
 
 
 class RecoveryCodeDevice(ThrottlingMixin, Device):
@@ -49,7 +68,7 @@ class RecoveryCodeDevice(ThrottlingMixin, Device):
         if not allowed:
             return False
         # Deleting is the check: of two concurrent uses of one code, only one deletes the row.
-        used = self.codes.filter(digest=recovery_code_digest(token)).delete()[0] == 1
+        used = self.codes.filter(digest__in=_digests_to_try(token)).delete()[0] >= 1
         if used:
             self.throttle_reset()
         else:

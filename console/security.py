@@ -7,8 +7,10 @@
 - Two-factor authentication for console staff (django-otp): a TOTP device, enrolled by scanning
   a QR code and confirming one code, plus single-use recovery codes shown once and kept hashed
   (console.models). With ``CONSOLE_REQUIRE_2FA``, a staff member's session reaches no console
-  page (``/admin/``, ``/audit/``) and no management API call (``/api/``) until it is verified.
-  End users (no staff status) are not asked: consent and "My agents" stay as they are.
+  page (``/admin/``, ``/audit/``), no management API call (``/api/``), and neither consents for
+  agents (``/oauth/authorize/``) nor manages them (``/my-agents/``) until it is verified: with a
+  password alone, nobody can delegate a staff member's scopes. End users (no staff status) are not
+  asked. Verifying locks the device row, so one code verifies once and every wrong guess counts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.signals import setting_changed
+from django.db import transaction
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
@@ -129,9 +132,10 @@ def record_lockout(sender, request: HttpRequest, username: str | None = None, **
 
 # --- Two-factor authentication for console staff ---------------------------------------------------
 
-# Where a staff session must be verified: the console and the management API. The admin's own
-# login and logout stay reachable, so a half-signed-in staff member can leave.
-TWO_FACTOR_GATED = ("/admin/", "/audit/", "/api/")
+# Where a staff session must be verified: the console, the management API, and what delegates
+# the person's scopes to agents. The admin's own login and logout stay reachable, so a
+# half-signed-in staff member can leave.
+TWO_FACTOR_GATED = ("/admin/", "/audit/", "/api/", "/oauth/authorize/", "/my-agents/")
 TWO_FACTOR_OPEN = ("/admin/login/", "/admin/logout/")
 TOTP_CODE = re.compile(r"\d{6}")
 
@@ -211,6 +215,7 @@ def two_factor_setup(request: HttpRequest) -> HttpResponse:
             )
             codes = recovery.replace_codes()
             otp_login(request, device)
+            request.session.cycle_key()
             record(
                 "auth.2fa_enrolled",
                 outcome="allow",
@@ -264,6 +269,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
         device = _verified_device(user, code)
         if device is not None:
             otp_login(request, device)
+            request.session.cycle_key()  # a new privilege level gets a new session key
             if isinstance(device, RecoveryCodeDevice):
                 record(
                     "auth.recovery_code_used",
@@ -303,14 +309,20 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
 
 def _verified_device(user, code: str):
     """The device that accepts ``code``: six digits go to the TOTP app, anything else is tried as a
-    recovery code. django-otp throttles repeated failures on each device."""
+    recovery code. django-otp throttles repeated failures on each device.
+
+    django-otp reads the device, checks and saves it back with no lock: two concurrent requests
+    would both accept one code and their failures overwrite each other. The device rows are
+    locked for the check, so requests for one person's devices take turns.
+    """
     if TOTP_CODE.fullmatch(code):
-        devices = TOTPDevice.objects.devices_for_user(user, confirmed=True)
+        model = TOTPDevice
     elif code:
-        devices = RecoveryCodeDevice.objects.devices_for_user(user, confirmed=True)
+        model = RecoveryCodeDevice
     else:
         return None
-    for device in devices:
-        if device.verify_token(code):
-            return device
+    with transaction.atomic():
+        for device in model.objects.devices_for_user(user, confirmed=True).select_for_update().order_by("pk"):
+            if device.verify_token(code):
+                return device
     return None

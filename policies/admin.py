@@ -258,6 +258,9 @@ class ToolAdmin(ModelAdmin):
 # --- Agents ------------------------------------------------------------------------------------
 
 
+MIN_CLIENT_SECRET_LENGTH = 32
+
+
 class AgentForm(forms.ModelForm):
     class Meta:
         model = Agent
@@ -282,6 +285,13 @@ class AgentForm(forms.ModelForm):
         for field in ("access_token_lifetime", "refresh_token_lifetime"):
             if cleaned.get(field) == 0:
                 self.add_error(field, "A lifetime is at least one second; leave it empty for the default.")
+        # Secrets are hashed with one fast HMAC (console.hashers): only their length protects them.
+        secret = cleaned.get("client_secret") or ""
+        if "client_secret" in self.changed_data and secret and len(secret) < MIN_CLIENT_SECRET_LENGTH:
+            self.add_error(
+                "client_secret",
+                f"A client secret is at least {MIN_CLIENT_SECRET_LENGTH} characters; keep the generated one.",
+            )
         return cleaned
 
 

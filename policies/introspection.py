@@ -14,9 +14,11 @@ decided under, and served only while both are current:
 
 Generations are random values, not counters: one that Redis evicts or loses reads as missing
 and matches no stored answer. A miss reads them *before* reading PostgreSQL and stores its
-answer under what it read, so a revocation that commits meanwhile voids it. They are renewed at
-once and again on commit: a miss that read the renewed value before the change committed saw
-the old rows, and the second renewal voids its answer.
+answer under what it read, so a revocation that commits meanwhile voids it. A transaction's
+changes are renewed together once it commits (one pipeline; a new console generation makes
+token ones needless), and before the same connection reads the cache inside it. Each new
+connection to Redis renews the console generation: a Redis restarted from an older snapshot,
+or a promoted replica, holds generations from before acknowledged renewals.
 
 Expiry is kept with the answer: a token or delegation past its time is inactive from the cache.
 
@@ -30,10 +32,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import django_redis.pool
 from django.apps import apps
 from django.conf import settings
 from django.core.cache import caches
@@ -69,6 +73,27 @@ INVALIDATING_MODELS = [
 ]
 # Saves that change nothing decide() reads (a login stamps last_login).
 HARMLESS_UPDATES = {settings.AUTH_USER_MODEL: {"last_login"}}
+# Rows whose creation changes no cached answer, so that anonymous requests (a DCR registration,
+# an end user's consent) do not void every answer. A cached answer names one token, its agent,
+# delegation, human and MCP server, all older than the answer, and decide() reads them through
+# the token; it never asks "is there any agent, delegation, server, human or group such that".
+# - Agent: no token of a new agent exists; policies name agents through their m2m (renews).
+# - Delegation: no token points to a new one yet (approval moves tokens with .update() and
+#   introspection_changed(); the delegation it supersedes is ended by end_delegations(), which
+#   renews).
+# - McpServer: answers are kept per server client id, stored only once the server exists.
+# - User, Group: a new human or group has no groups, policies or delegations yet; adding them is
+#   an m2m change or a DelegationPolicy save, which renew.
+# Not here: Tool and ToolAction (an answer "unknown_tool" for a tool call names one that may
+# come to exist), DelegationPolicy (can widen what a human may delegate), ExchangePolicy (a
+# hop that allows a chain).
+HARMLESS_CREATIONS = {
+    "policies.Agent",
+    "policies.Delegation",
+    "policies.McpServer",
+    settings.AUTH_USER_MODEL,
+    "auth.Group",
+}
 
 CACHE_ALIAS = "introspection"
 # The version changes with the shape of what is stored, so that a deploy never reads older entries.
@@ -301,26 +326,74 @@ def _timeout(key: str) -> int | None:
 
 def introspection_changed() -> None:
     """Something decide() reads changed (without a signal, e.g. a bulk ``.update()``): every
-    cached answer is void from now on, and again once the current transaction commits."""
-    _renew([CONSOLE_GENERATION])
+    cached answer is void once the current transaction commits (at once outside one)."""
+    _renew({CONSOLE_GENERATION})
 
 
 def token_changed(checksum: str) -> None:
     """An access token changed or was deleted: its cached answers are void."""
-    _renew([f"{PREFIX}token:{checksum}"])
+    _renew({f"{PREFIX}token:{checksum}"})
 
 
-def _renew(keys: list[str]) -> None:
+class _Pending:
+    """The generations one transaction's changes renew, written together: once on commit (one
+    pipeline, one distrust event if it fails), and before a read of the cache on the same
+    connection inside the transaction (the only reader that sees the uncommitted rows; a worker
+    that decides from the old rows meanwhile stores under what the commit then renews)."""
+
+    def __init__(self) -> None:
+        # Django's list of on-commit hooks: a new list once the transaction commits or a
+        # savepoint rolls back, which ends this collection.
+        self.hooks = connection.run_on_commit
+        self.keys: set[str] = set()
+        self.unwritten: set[str] = set()
+        self.done = False
+
+    def commit(self) -> None:
+        if not self.done:  # one hook per change (each survives its own savepoint), one write
+            self.done = True
+            _write_generations(self.keys, committed=True)
+
+
+_pending = threading.local()
+
+
+def _current_pending() -> _Pending | None:
+    pending = getattr(_pending, "value", None)
+    if pending is None or pending.done or pending.hooks is not connection.run_on_commit:
+        return None
+    return pending
+
+
+def _renew(keys: set[str]) -> None:
     if not connection.in_atomic_block:
         _write_generations(keys, committed=True)
         return
-    _write_generations(keys, committed=False)
-    transaction.on_commit(lambda: _write_generations(keys, committed=True))
+    pending = _current_pending()
+    if pending is None:
+        pending = _pending.value = _Pending()
+    pending.keys |= keys
+    pending.unwritten |= keys
+    transaction.on_commit(pending.commit)
 
 
-def _write_generations(keys: list[str], *, committed: bool) -> None:
+def _write_uncommitted() -> None:
+    """Before this connection reads the cache inside a transaction that changed something."""
+    pending = _current_pending() if connection.in_atomic_block else None
+    if pending is not None and pending.unwritten:
+        keys, pending.unwritten = pending.unwritten, set()
+        _write_generations(keys, committed=False)
+
+
+def _write_generations(keys: set[str], *, committed: bool) -> None:
+    # A new console generation voids every answer: the token keys need no renewal beside it.
+    # Token generations expire with the answers they guard (a missing one matches none).
+    if CONSOLE_GENERATION in keys:
+        entries, timeout = {CONSOLE_GENERATION: _new_generation()}, None
+    else:
+        entries, timeout = {key: _new_generation() for key in keys}, settings.INTROSPECTION_CACHE_SECONDS
     try:
-        caches[CACHE_ALIAS].set_many({key: _new_generation() for key in keys}, timeout=None)
+        caches[CACHE_ALIAS].set_many(entries, timeout=timeout)
         return
     except Exception as error:  # noqa: BLE001
         _unreachable("renew a generation", error)
@@ -332,10 +405,36 @@ def _write_generations(keys: list[str], *, committed: bool) -> None:
             log.exception("introspection cache: could not record %s", DISTRUSTED)
 
 
+def renew_on_connect(redis_connection: Any) -> None:
+    """redis-py's connect hook for the introspection cache: a new console generation before a
+    new connection's first command. Redis restarted from an older snapshot, or a replica
+    promoted, holds generations from before acknowledged renewals, and nothing else marks its
+    answers stale; any such Redis is reached through a new connection, so none of them is
+    served. A Redis that refuses the write (a read-only replica) is not used."""
+    redis_connection.on_connect()
+    cache = caches[CACHE_ALIAS]
+    redis_connection.send_command(
+        "SET", cache.make_key(CONSOLE_GENERATION), cache.client.encode(_new_generation())
+    )
+    redis_connection.read_response()
+
+
+class ConnectionFactory(django_redis.pool.ConnectionFactory):
+    """django-redis connections for the introspection cache: its own pool (django-redis shares
+    one per URL, so the rate limiter's would otherwise serve it, without the hook or the short
+    timeouts), each connection renewing the console generation (``renew_on_connect``)."""
+
+    _pools: dict[str, Any] = {}
+
+    def get_connection_pool(self, params: dict[str, Any]) -> Any:
+        return super().get_connection_pool({**params, "redis_connect_func": renew_on_connect})
+
+
 # --- Cache access (Redis may be down: the answer then comes from PostgreSQL) ---------------------
 
 
 def _read(keys: list[str]) -> dict[str, Any] | None:
+    _write_uncommitted()
     try:
         return caches[CACHE_ALIAS].get_many(keys)
     except Exception as error:  # noqa: BLE001
@@ -358,7 +457,9 @@ def _unreachable(operation: str, error: Exception) -> None:
 # --- Signals -------------------------------------------------------------------------------------
 
 
-def _model_changed(sender, instance=None, update_fields=None, **kwargs) -> None:
+def _model_changed(sender, instance=None, update_fields=None, created=False, **kwargs) -> None:
+    if created and sender._meta.label in HARMLESS_CREATIONS:
+        return
     harmless = HARMLESS_UPDATES.get(sender._meta.label, set())
     if update_fields and set(update_fields) <= harmless:
         return

@@ -10,6 +10,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher, check_password
 
 import console.settings
 from console.hashers import ClientSecretHasher
+from policies.admin import MIN_CLIENT_SECRET_LENGTH, AgentForm
 from policies.models import Agent
 from tests.conftest import FORM, REDIRECT_URI, OAuthDriver, form
 
@@ -65,3 +66,30 @@ def test_human_passwords_keep_djangos_default_hasher():
     assert hashers[0] == "django.contrib.auth.hashers.PBKDF2PasswordHasher"
     assert hashers[-1] == "console.hashers.ClientSecretHasher"
     assert console.settings.OAUTH2_PROVIDER["CLIENT_SECRET_HASHER"] == ClientSecretHasher.algorithm
+
+
+@pytest.mark.parametrize("stored", ["client_secret_sha256", "client_secret_sha256$only-a-salt", ""])
+def test_a_malformed_stored_secret_matches_nothing(stored):
+    assert ClientSecretHasher().verify(SECRET, stored) is False
+
+
+def agent_form(client_secret: str) -> AgentForm:
+    return AgentForm(
+        data={
+            "name": "Typed secret",
+            "client_id": "typed-secret",
+            "client_type": Agent.CLIENT_CONFIDENTIAL,
+            "authorization_grant_type": Agent.GRANT_CLIENT_CREDENTIALS,
+            "redirect_uris": "",
+            "client_secret": client_secret,
+            "hash_client_secret": "on",
+        }
+    )
+
+
+def test_the_admin_refuses_a_short_typed_client_secret(db):
+    """Secrets are hashed fast: a short one typed by a person could be guessed from its hash."""
+    short = agent_form("hunter2hunter2")
+    assert not short.is_valid()
+    assert f"at least {MIN_CLIENT_SECRET_LENGTH} characters" in str(short.errors["client_secret"])
+    assert agent_form("x" * MIN_CLIENT_SECRET_LENGTH).is_valid()

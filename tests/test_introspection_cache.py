@@ -3,6 +3,8 @@ Redis, with each revocation visible on the very next call, on any worker, and wi
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import socket
 import subprocess
@@ -13,7 +15,9 @@ from datetime import timedelta
 import pytest
 import redis
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import connection, transaction
+from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -280,4 +284,113 @@ def test_an_answer_decided_on_another_worker_before_the_revocation_commits_is_vo
         set_agent_status(oauth.agent, Agent.Status.SUSPENDED, by=None)
         with ThreadPoolExecutor(1) as pool:
             assert pool.submit(other_worker).result()  # not committed yet: still active there
+    assert not is_active(calendar, live["access_token"])
+
+
+def test_a_revocation_is_not_undone_by_redis_restarting_from_an_older_snapshot(
+    oauth, calendar, live, own_redis, django_capture_on_commit_callbacks
+):
+    """A Redis that restarts from its last snapshot (RDB, or a replica promoted) holds the
+    generations from before the revocation, and the renewal succeeded, so no distrust event
+    guards the hit: each new connection renews the console generation instead."""
+    assert is_active(calendar, live["access_token"])
+    redis.Redis.from_url(own_redis.url).save()  # the periodic snapshot: holds the active answer
+    with django_capture_on_commit_callbacks(execute=True):
+        set_agent_status(oauth.agent, Agent.Status.SUSPENDED, by=None)  # renewal acknowledged
+    assert not is_active(calendar, live["access_token"])
+    assert not AuditEvent.objects.filter(event_type=introspection.DISTRUSTED).exists()
+    own_redis.process.kill()  # a crash: no save at exit
+    own_redis.process.wait()
+    own_redis.start()  # loads the older dump.rdb
+    assert own_redis.keys()  # back with the "active" answer it held
+    assert not is_active(calendar, live["access_token"])
+
+
+def test_a_changed_tokens_generation_expires_with_the_answers(
+    oauth, calendar, live, own_redis, django_capture_on_commit_callbacks
+):
+    assert is_active(calendar, live["access_token"])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert oauth.refresh(live["refresh_token"]).status_code == 200  # the old access token ends
+    client = redis.Redis.from_url(own_redis.url)
+    [key] = client.keys(f"*{introspection.PREFIX}token:{live_checksum(live)}")
+    assert 0 < client.ttl(key) <= introspection.settings.INTROSPECTION_CACHE_SECONDS
+
+
+def _tokens_of_one_delegation(oauth, calendar, count: int) -> None:
+    for _ in range(count):
+        oauth.tokens(calendar.resource, "list_events:read")
+    assert Delegation.objects.get().access_tokens.count() == count
+
+
+def test_revoking_a_delegation_with_many_tokens_renews_the_cache_once_on_commit(
+    oauth, calendar, own_redis, django_capture_on_commit_callbacks, monkeypatch
+):
+    _tokens_of_one_delegation(oauth, calendar, 4)
+    writes = []
+    write = introspection._write_generations
+
+    def counted(keys, *, committed):
+        writes.append((set(keys), committed))
+        write(keys, committed=committed)
+
+    monkeypatch.setattr(introspection, "_write_generations", counted)
+    with django_capture_on_commit_callbacks(execute=True):
+        revoke_delegation(Delegation.objects.get(), by=None)
+        assert writes == []  # nothing while the transaction holds its row locks
+    assert len(writes) == 1 and writes[0][1] and introspection.CONSOLE_GENERATION in writes[0][0]
+
+
+def test_revoking_many_tokens_with_redis_unreachable_records_one_distrust_event(
+    oauth, calendar, settings, django_capture_on_commit_callbacks
+):
+    _tokens_of_one_delegation(oauth, calendar, 4)
+    unreachable = {**settings.CACHES["introspection"], "LOCATION": "redis://127.0.0.1:9/0"}
+    settings.CACHES = {**settings.CACHES, "introspection": unreachable}
+    with django_capture_on_commit_callbacks(execute=True):
+        revoke_delegation(Delegation.objects.get(), by=None)
+    assert AuditEvent.objects.filter(event_type=introspection.DISTRUSTED).count() == 1
+
+
+def test_a_change_inside_a_transaction_is_seen_by_a_read_later_in_that_transaction(oauth, calendar, live):
+    """The one reader that sees uncommitted rows: the cache is renewed before it reads."""
+    assert is_active(calendar, live["access_token"])
+    with transaction.atomic():
+        set_agent_status(oauth.agent, Agent.Status.SUSPENDED, by=None)
+        assert not is_active(calendar, live["access_token"])
+
+
+def test_an_anonymous_dcr_registration_leaves_the_cached_answers_served(calendar, live):
+    assert is_active(calendar, live["access_token"])
+    body = {
+        "redirect_uris": ["http://127.0.0.1:40000/callback"],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "client_name": "anyone",
+    }
+    response = Client(REMOTE_ADDR="192.0.2.7").post("/oauth/register/", json.dumps(body), "application/json")
+    assert response.status_code == 201
+    served = statements_during(lambda: is_active(calendar, live["access_token"]))
+    assert len(served) == 1 and served[0].startswith('INSERT INTO "audit_auditevent"')  # from the cache
+
+
+def test_a_new_tool_voids_answers_that_called_it_unknown(calendar, live):
+    def decision() -> str:
+        body = introspect(calendar, live["access_token"], tool="add_event", action="write").json()
+        return body["decision"]["reason"]
+
+    assert decision() == "unknown_tool"
+    tool = calendar.server.tools.create(name="add_event")
+    ToolAction.objects.create(tool=tool, name="write")
+    assert decision() == "scope_missing"
+
+
+def test_introspection_flush_voids_answers_after_a_change_that_sent_no_signal(oauth, calendar, live):
+    assert is_active(calendar, live["access_token"])
+    with connection.cursor() as cursor:  # as raw SQL or a data migration would
+        sql = f"UPDATE {Agent._meta.db_table} SET status = %s WHERE id = %s"
+        cursor.execute(sql, [Agent.Status.SUSPENDED, oauth.agent.pk])
+    assert is_active(calendar, live["access_token"])  # the cache cannot know
+    call_command("introspection_flush", stdout=io.StringIO())
     assert not is_active(calendar, live["access_token"])

@@ -5,6 +5,7 @@ Limits here are low and their windows a day long, so that no window boundary fal
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from django.test import Client
 from audit.models import AuditEvent
 from console.roles import Role, assign_role
 from policies.models import Agent
-from tests.conftest import FORM, form, introspect, make_server
+from tests.conftest import ALICE_PASSWORD, FORM, form, introspect, make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400
@@ -72,6 +73,68 @@ def test_token_endpoint_limits_one_address_across_agents(settings, db):
     assert token_request("a4", "203.0.113.2").status_code != 429
 
 
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def test_a_stranger_cannot_spend_a_confidential_agents_token_budget(settings, db):
+    secret = "the-real-secret-0123456789abcdef"
+    agent = Agent(
+        name="Confidential",
+        client_type=Agent.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Agent.GRANT_CLIENT_CREDENTIALS,
+        client_secret=secret,
+        registration_source=Agent.RegistrationSource.MANUAL,
+    )
+    agent.save()
+    limit(settings, token_per_agent=f"3/{DAY}")
+    body = form({"grant_type": "client_credentials"})
+    stranger = Client(REMOTE_ADDR="203.0.113.66")
+    for _ in range(3):  # its client_id with a wrong secret: counted in the stranger's own bucket
+        wrong = stranger.post("/oauth/token/", body, FORM, HTTP_AUTHORIZATION=basic(agent.client_id, "wrong"))
+        assert wrong.status_code != 429
+    agent_itself = Client(REMOTE_ADDR="198.51.100.1")
+    for _ in range(3):
+        response = agent_itself.post(
+            "/oauth/token/", body, FORM, HTTP_AUTHORIZATION=basic(agent.client_id, secret)
+        )
+        assert response.status_code != 429, response.content
+    # The agent's own credentials are still limited.
+    assert_oauth_429(
+        agent_itself.post("/oauth/token/", body, FORM, HTTP_AUTHORIZATION=basic(agent.client_id, secret))
+    )
+
+
+def test_a_stranger_cannot_spend_a_public_agents_refresh_budget(settings, oauth, calendar):
+    tokens = oauth.tokens(calendar.resource, "list_events:read")
+    limit(settings, token_per_agent=f"3/{DAY}")
+    junk = form({"grant_type": "refresh_token", "refresh_token": "junk", "client_id": oauth.agent.client_id})
+    for _ in range(4):
+        assert Client(REMOTE_ADDR="203.0.113.66").post("/oauth/token/", junk, FORM).status_code != 200
+    assert oauth.refresh(tokens["refresh_token"]).status_code == 200
+
+
+def test_ipv6_addresses_of_one_64_share_a_bucket(settings, db):
+    limit(settings, login_per_address=f"2/{DAY}")
+    assert login("2001:db8:1:2::1", "z1").status_code == 200
+    assert login("2001:db8:1:2::2", "z2").status_code == 200
+    assert login("2001:db8:1:2:ffff::3", "z3").status_code == 429
+    assert login("2001:db8:1:3::1", "z4").status_code == 200  # the next /64 is another subscriber
+
+
+def test_a_proxy_that_is_not_trusted_is_reported_once(settings, db, caplog, monkeypatch):
+    """Behind an untrusted proxy every client shares the proxy's bucket: the log says so."""
+    settings.AUDIT_TRUSTED_PROXIES = []
+    monkeypatch.setattr("console.limits._warned_proxy", False)
+    with caplog.at_level(logging.WARNING, logger="console.limits"):
+        for i in range(2):
+            Client(REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").post(
+                "/accounts/login/", {"username": "u", "password": "x"}
+            )
+    warnings = [r.getMessage() for r in caplog.records if "AUDIT_TRUSTED_PROXIES is empty" in r.getMessage()]
+    assert len(warnings) == 1 and "10.0.0.5" in warnings[0]
+
+
 def register(address: str, name: str):
     body = {
         "redirect_uris": ["http://127.0.0.1:40000/callback"],
@@ -98,16 +161,28 @@ def login(address: str, username: str, path: str = "/accounts/login/"):
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
-def test_login_is_limited_per_username_with_a_plain_page(settings, db, path):
-    limit(settings, login_per_username=f"2/{DAY}")
+def test_login_is_limited_per_address_with_a_plain_page(settings, db, path):
+    limit(settings, login_per_address=f"2/{DAY}")
     assert login("192.0.2.20", "carol", path).status_code == 200
-    assert login("192.0.2.21", "carol", path).status_code == 200
-    refused = login("192.0.2.22", "carol", path)  # a third address does not reset the count
+    assert login("192.0.2.20", "carol", path).status_code == 200
+    refused = login("192.0.2.20", "carol", path)
     assert refused.status_code == 429
     assert refused["Content-Type"].startswith("text/html")
     assert b"Too many attempts" in refused.content
     assert int(refused["Retry-After"]) > 0
-    assert login("192.0.2.22", "dave", path).status_code == 200
+    assert login("192.0.2.21", "carol", path).status_code == 200
+
+
+def test_a_stranger_cannot_block_a_real_users_login(settings, alice):
+    """No per-username bucket: failures spread over many addresses do not refuse the real
+    person, who is protected by django-axes' username+address lockout instead."""
+    limit(settings, login_per_address=f"2/{DAY}")
+    for i in range(6):
+        assert login(f"203.0.113.{i + 1}", "alice").status_code == 200
+    mine = Client(REMOTE_ADDR="198.51.100.2").post(
+        "/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD}
+    )
+    assert mine.status_code == 302
 
 
 def test_login_is_limited_per_address_across_usernames(settings, db):
@@ -162,19 +237,19 @@ def test_introspection_is_limited_per_address(settings, two_servers):
 def test_counts_are_shared_with_another_worker_process(settings, db):
     """A second process (another gunicorn worker) sees the first's count through Redis."""
     rate = f"2/{DAY}"
-    limit(settings, login_per_username=rate)
+    limit(settings, login_per_address=rate)
     assert login("192.0.2.50", "erin").status_code == 200
     assert login("192.0.2.50", "erin").status_code == 200
     script = (
         "import django; django.setup();"
         "from django.test import Client;"
-        "r = Client(REMOTE_ADDR='192.0.2.51').post('/accounts/login/', {'username': 'erin'});"
+        "r = Client(REMOTE_ADDR='192.0.2.50').post('/accounts/login/', {'username': 'erin'});"
         "print(r.status_code, r.get('Retry-After'))"
     )
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "console.test_settings",
-        "RATE_LIMIT_LOGIN_PER_USERNAME": rate,
+        "RATE_LIMIT_LOGIN_PER_ADDRESS": rate,
     }
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120

@@ -81,3 +81,11 @@ def test_a_successful_sign_in_resets_the_failure_count(alice):
     for _ in range(LIMIT - 1):
         assert sign_in("/accounts/login/", ALICES_DESK, "wrong-guess-1").status_code == 200
     assert not AuditEvent.objects.filter(event_type="auth.locked_out").exists()
+
+
+def test_variants_of_the_username_count_as_the_username(alice):
+    """The login form strips and NFKC-normalises the name; the lockout counts what it cleaned."""
+    client = Client(REMOTE_ADDR=ATTACKER)
+    for name in [" alice", "alice ", "ａｌｉｃｅ"]:  # noqa: RUF001  (full-width: NFKC makes it alice)
+        client.post("/accounts/login/", {"username": name, "password": "wrong-guess-1"})
+    assert not signed_in(client.post("/accounts/login/", {"username": "alice", "password": ALICE_PASSWORD}))

@@ -5,19 +5,25 @@ every step in the audit trail; end users are never asked."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import threading
 from io import StringIO
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import caches
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEvent
-from console.models import RecoveryCode
+from console.models import RecoveryCode, RecoveryCodeDevice, normalize_recovery_code
 from console.roles import Role, assign_role
+from console.security import _verified_device
 from tests.conftest import ALICE_PASSWORD
 
 PASSWORD = "sam-password-4711"
@@ -178,3 +184,94 @@ def test_a_reset_second_factor_is_enrolled_anew_at_the_next_sign_in(sam):
     assert AuditEvent.objects.get(event_type="auth.2fa_reset").detail == {"devices_removed": 2}
     gate = signed_in_staff().get("/admin/")
     assert gate["Location"].startswith("/accounts/two-factor/setup/")
+
+
+def test_signing_in_with_the_second_factor_gives_the_session_a_new_key(sam):
+    secret, _ = enrol(signed_in_staff())
+    client = signed_in_staff()
+    before = client.session.session_key
+    client.post("/accounts/two-factor/verify/", {"code": code_for(secret, steps_ahead=1)})
+    assert client.get("/admin/").status_code == 200
+    assert client.session.session_key != before
+
+
+def test_the_verify_page_is_rate_limited_per_staff_member(sam, settings):
+    redis = caches["ratelimit"].client.get_client(write=True)
+    for key in redis.scan_iter("ratelimit:*"):
+        redis.delete(key)
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "two_factor_per_user": "3/86400"}
+    enrol(signed_in_staff())
+    statuses = []
+    for i in range(4):  # each guess from a fresh address and browser: counted for the person
+        client = Client(REMOTE_ADDR=f"203.0.113.{i + 1}")
+        client.post("/admin/login/", {"username": "sam", "password": PASSWORD, "next": "/admin/"})
+        statuses.append(client.post("/accounts/two-factor/verify/", {"code": "000000"}).status_code)
+    assert statuses == [400, 400, 400, 429]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_totp_code_verifies_once_even_for_two_concurrent_requests(monkeypatch):
+    user = User.objects.create_user("tess", password=PASSWORD, is_staff=True)
+    device = TOTPDevice.objects.create(user=user, name="app", confirmed=True)
+    code = f"{totp(device.bin_key):06d}"
+    both_checking = threading.Barrier(2, timeout=1)
+    check = TOTPDevice.verify_token
+
+    def verify_token(self, token):
+        try:
+            both_checking.wait()  # without a row lock, both requests hold the device at once
+        except threading.BrokenBarrierError:
+            pass  # with it, the other request waits for the row until this one is done
+        return check(self, token)
+
+    monkeypatch.setattr(TOTPDevice, "verify_token", verify_token)
+    accepted = []
+
+    def sign_in() -> None:
+        try:
+            accepted.append(_verified_device(user, code) is not None)
+        finally:
+            connection.close()
+
+    requests = [threading.Thread(target=sign_in) for _ in range(2)]
+    for request in requests:
+        request.start()
+    for request in requests:
+        request.join()
+    assert sorted(accepted) == [False, True]
+
+
+def test_a_staff_session_without_its_second_factor_cannot_consent_or_manage_agents(
+    sam, alice, oauth, calendar
+):
+    """With a staff member's password alone, nobody delegates that person's scopes to an agent."""
+    secret, _ = enrol(signed_in_staff())
+    client = signed_in_staff()
+    params = oauth.authorize_params(calendar.resource, "list_events:read")
+    consent = client.get("/oauth/authorize/", params)
+    assert consent.status_code == 302
+    assert consent["Location"].startswith("/accounts/two-factor/verify/?next=%2Foauth%2Fauthorize%2F%3F")
+    assert client.get("/my-agents/")["Location"] == "/accounts/two-factor/verify/?next=%2Fmy-agents%2F"
+    # Once verified, the consent continues where it was.
+    authorize_url = f"/oauth/authorize/?{urlencode(params)}"
+    verified = client.post(
+        "/accounts/two-factor/verify/", {"code": code_for(secret, 1), "next": authorize_url}
+    )
+    assert verified["Location"] == authorize_url
+    assert client.get(authorize_url).status_code == 200
+    assert client.get("/my-agents/").status_code == 200
+
+
+def test_recovery_codes_are_kept_as_keyed_digests_and_older_plain_ones_still_verify(sam, settings):
+    """A leaked database alone does not give the codes: the digest needs the server's key."""
+    _, codes = enrol(signed_in_staff())
+    stored = set(RecoveryCode.objects.filter(device__user=sam).values_list("digest", flat=True))
+    plain = {hashlib.sha256(normalize_recovery_code(code).encode()).hexdigest() for code in codes}
+    assert stored and not stored & plain
+    # A code enrolled before the digests were keyed still signs in, once.
+    device = RecoveryCodeDevice.objects.get(user=sam)
+    RecoveryCode.objects.filter(device=device).delete()
+    RecoveryCode.objects.create(device=device, digest=hashlib.sha256(b"abcde23456").hexdigest())
+    client = signed_in_staff()
+    assert client.post("/accounts/two-factor/verify/", {"code": "abcde-23456"}).status_code == 302
+    assert not RecoveryCode.objects.filter(device=device).exists()
