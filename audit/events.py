@@ -39,6 +39,7 @@ def record(
     correlation_id: str = "",
     token_checksum: str = "",
     unless_recorded_since: tuple[str, datetime] | None = None,
+    durable: bool = True,
 ) -> AuditEvent | None:
     """Append one audit event. Objects are copied into plain columns so the trail outlives them.
 
@@ -51,6 +52,11 @@ def record(
     ``unless_recorded_since=(event_type, when)``: record nothing and return None if an event of
     that type occurred at or after ``when``, checked in the same statement as the insert (the
     introspection cache uses it to refuse answers older than a failed invalidation).
+
+    ``durable=False`` (introspection's hot path with ``AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT`` off):
+    outside a transaction, the insert's own commit does not wait for the WAL flush
+    (``synchronous_commit = off`` for that statement's transaction only, set in the statement).
+    Inside a transaction it is durable as usual: the setting would reach the other writes.
     """
     event = AuditEvent(
         event_type=event_type,
@@ -83,7 +89,7 @@ def record(
         event.correlation_id = metadata.correlation_id
     if correlation_id:
         event.correlation_id = correlation_id[:64]
-    return event if _insert(event, unless_recorded_since) else None
+    return event if _insert(event, unless_recorded_since, durable) else None
 
 
 @cache
@@ -92,12 +98,13 @@ def _columns() -> tuple[Field, ...]:
 
 
 @cache
-def _insert_sql(vendor: str, conditional: bool) -> str:
-    """INSERT of every column but the id; with ``conditional``, only if no event of a type since a time."""
+def _insert_sql(vendor: str, conditional: bool, relaxed: bool) -> str:
+    """INSERT of every column but the id; with ``conditional``, only if no event of a type since
+    a time; with ``relaxed``, committed without waiting for the WAL flush (PostgreSQL)."""
     # Built from the model's own names, never from input.
     table = AuditEvent._meta.db_table
     names = ", ".join(f'"{field.column}"' for field in _columns())
-    if not conditional:
+    if not conditional and not relaxed:
         values = ", ".join(["%s"] * len(_columns()))
         return f'INSERT INTO "{table}" ({names}) VALUES ({values}) RETURNING "id"'  # noqa: S608
     # A SELECT has no target types to infer its parameters from: on PostgreSQL each says its
@@ -105,17 +112,22 @@ def _insert_sql(vendor: str, conditional: bool) -> str:
     connection = connections[router.db_for_write(AuditEvent)]
     placeholder = "CAST(%s AS {})" if vendor == "postgresql" else "%s"
     values = ", ".join(placeholder.format(field.db_type(connection)) for field in _columns())
+    # set_config(..., true) lasts until the end of the transaction: in autocommit, this
+    # statement's own. Read from FROM, so it runs before the row is written (and the commit).
+    source = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed" if relaxed else ""
     since = f'SELECT 1 FROM "{table}" WHERE "event_type" = %s AND "occurred" >= %s'  # noqa: S608
-    return f'INSERT INTO "{table}" ({names}) SELECT {values} WHERE NOT EXISTS ({since}) RETURNING "id"'
+    where = f" WHERE NOT EXISTS ({since})" if conditional else ""
+    return f'INSERT INTO "{table}" ({names}) SELECT {values}{source}{where} RETURNING "id"'
 
 
-def _insert(event: AuditEvent, unless_recorded_since: tuple[str, datetime] | None) -> bool:
+def _insert(event: AuditEvent, unless_recorded_since: tuple[str, datetime] | None, durable: bool) -> bool:
     """Save ``event`` in one statement, as the ORM would (field defaults, auto_now_add, adapters)."""
     connection = connections[router.db_for_write(AuditEvent)]
     params = [field.get_db_prep_save(field.pre_save(event, add=True), connection) for field in _columns()]
     if unless_recorded_since is not None:
         params.extend(unless_recorded_since)
-    sql = _insert_sql(connection.vendor, unless_recorded_since is not None)
+    relaxed = not durable and connection.vendor == "postgresql" and not connection.in_atomic_block
+    sql = _insert_sql(connection.vendor, unless_recorded_since is not None, relaxed)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

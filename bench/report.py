@@ -26,6 +26,7 @@ def goals(bench: Bench) -> list[dict]:
     results, extra = bench.results, bench.extra
     a = {k: v["median"] for k, v in results["A"].items()}
     live_vs_floor = _ratio(a["live"]["rps"], a["floor"]["rps"]) or 0
+    async_vs_floor = _ratio(a["live_async_commit"]["rps"], a["floor"]["rps"]) or 0
     live_vs_dot = _ratio(a["live"]["rps"], a["dot"]["rps"]) or 0
     half = extra["half_rate"]
     normalized_a = live_vs_floor
@@ -39,7 +40,11 @@ def goals(bench: Bench) -> list[dict]:
     listed = [
         _goal(
             "introspection with tool context and audit >= 0.8 x floor req/s",
-            f"{live_vs_floor:.2f} x ({a['live']['rps']:.0f} vs {a['floor']['rps']:.0f} req/s)",
+            # The status is the product default's; the line says the same for the setting off.
+            f"product default: {live_vs_floor:.2f} x ({a['live']['rps']:.0f} vs {a['floor']['rps']:.0f} "
+            f"req/s), {'met' if live_vs_floor >= 0.8 else 'short'}; AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT=0: "
+            f"{async_vs_floor:.2f} x ({a['live_async_commit']['rps']:.0f} req/s), "
+            f"{'met' if async_vs_floor >= 0.8 else 'short'}",
             live_vs_floor >= 0.8,
         ),
         _goal(
@@ -138,6 +143,8 @@ def write_report(bench: Bench, out: Path) -> dict:
     a, b, c = (bench.results[p] for p in "ABC")
     half, revocation = extra["half_rate"], extra["revocation"]
     a_live, a_uncached = a["live"]["median"]["rps"], a["live_uncached"]["median"]["rps"] or 1
+    a_async, a_live_or_1 = a["live_async_commit"]["median"]["rps"], a_live or 1
+    a_floor = a["floor"]["median"]["rps"] or 1
     lines = [
         "# Benchmarks",
         "",
@@ -170,6 +177,11 @@ def write_report(bench: Bench, out: Path) -> dict:
         f"The introspection cache (Redis, policies.introspection): "
         f"{a_live / a_uncached:.2f} × the req/s of the same console with it off "
         "(`INTROSPECTION_CACHE_SECONDS=0`, a second gunicorn of the same size, idle otherwise).",
+        "",
+        f"With `AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT=0` (introspection's audit event commits without "
+        f"waiting for the WAL flush; what can be lost: docs/AUDIT.md), a third gunicorn of the same size: "
+        f"{a_async:.0f} req/s, {a_async / a_live_or_1:.2f} × the product default "
+        f"and {a_async / a_floor:.2f} × the floor.",
         "",
         "The peer is DOT's `IntrospectTokenView`, unchanged, on this project's DOT settings and "
         "database, called with a Bearer token holding the `introspection` scope (DOT's documented, "

@@ -203,7 +203,7 @@ class Bench:
     def warm_up(self, scenarios: list[Scenario]) -> None:
         """Load every worker once before measuring: first requests import and compile lazily."""
         for scenario in scenarios:
-            if scenario.key in ("floor", "live", "live_uncached", "dot"):
+            if scenario.key in ("floor", "live", "live_uncached", "live_async_commit", "dot"):
                 wrk(self.base(scenario) + scenario.path, "pool.lua", scenario.env(0), 1)
                 self.drain(self.base(scenario))
 
@@ -265,7 +265,7 @@ class Bench:
 
     def run(self, external: bool) -> dict:
         services = None if external else Services()
-        gunicorn = uncached = None
+        gunicorn = uncached = async_commit = None
         try:
             if services is not None:
                 self.timed("start PostgreSQL and Redis", services.start)
@@ -291,10 +291,19 @@ class Bench:
                 {"INTROSPECTION_CACHE_SECONDS": "0"},
             )
             self.uncached_url = uncached.url
-            self.servers = {gunicorn.url: gunicorn, uncached.url: uncached}
+            # The same console with AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT off: introspection's audit
+            # event commits without waiting for the WAL flush (docs/AUDIT.md). Idle but for its row.
+            async_commit = self.timed(
+                "start gunicorn, hot-path audit commit asynchronous",
+                Gunicorn,
+                self.workers,
+                {"AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT": "0"},
+            )
+            self.async_commit_url = async_commit.url
+            self.servers = {gunicorn.url: gunicorn, uncached.url: uncached, async_commit.url: async_commit}
             self.measure(gunicorn)
         finally:
-            for server in (gunicorn, uncached):
+            for server in (gunicorn, uncached, async_commit):
                 if server is not None:
                     server.stop()
             if services is not None:
@@ -420,6 +429,17 @@ class Bench:
                 [live],
                 auth,
                 server=self.uncached_url,
+            ),
+            Scenario(
+                "live_async_commit",
+                "introspection, live token, tool context + audit, AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT=0",
+                intro,
+                p.long,
+                allowed,
+                "active, decision allowed",
+                [live],
+                auth,
+                server=self.async_commit_url,
             ),
             Scenario(
                 "revoked",

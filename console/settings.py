@@ -574,6 +574,10 @@ except ValueError as error:
 # one); the audit events' client_ip already follows TRUSTED_PROXIES.
 AUDITLOG_DISABLE_REMOTE_ADDR = True
 AUDIT_RETENTION_DAYS = int(os.environ.get("AUDIT_RETENTION_DAYS", 365))
+# Introspection's audit event (introspection, tool_call.decision) commits without waiting for the
+# WAL flush when False: a worker or Redis dying, or a clean PostgreSQL restart, still loses none;
+# a PostgreSQL or OS crash can lose up to ~3 x wal_writer_delay of them (docs/AUDIT.md).
+AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT = env_bool("AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT", True)
 # Events deleted per transaction: short transactions keep locks short; a run killed half-way is
 # finished by its retry (audit.retention).
 AUDIT_RETENTION_BATCH_SIZE = int(os.environ.get("AUDIT_RETENTION_BATCH_SIZE", 5000))

@@ -289,6 +289,7 @@ def _record(
         token=seen["token"],
         request=request,
         unless_recorded_since=(DISTRUSTED, unless_distrusted_since) if unless_distrusted_since else None,
+        durable=settings.AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT,
     )
 
 

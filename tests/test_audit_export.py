@@ -8,13 +8,16 @@ import csv
 import hashlib
 import io
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 
 from audit.chain import latest_checkpoint, seal_pending_events
 from audit.events import record
+from audit.export import _ISO_SQL, ExportRun, _rendered_batches
 from audit.models import AuditEvent, AuditExport
 from console.roles import Role
 from tests.test_audit_export_fixtures import *  # noqa: F403  (fixtures)
@@ -27,7 +30,8 @@ def csv_rows(data: bytes) -> list[dict[str, str]]:
 
 
 def jsonl_rows(data: bytes) -> list[dict]:
-    return [json.loads(line) for line in data.decode().splitlines()]
+    # Split at "\n" only: str.splitlines() also splits at U+2028, U+0085, ... that JSON keeps raw.
+    return [json.loads(line) for line in data.decode().split("\n")[:-1]]
 
 
 def cli_export(tmp_path, fmt: str, *args: str) -> tuple[bytes, dict]:
@@ -366,3 +370,62 @@ def test_every_export_is_itself_recorded_with_who_and_which_filters(trail, audit
         {"human": "alice"},
         manifest["sha256"],
     )
+
+
+# Cells ``_guarded`` prefixes, cells it leaves alone, and cells CSV must quote or keep apart
+# (empty, NULL, backslashes, the COPY end marker).
+HOSTILE_CELLS = [
+    *("=1", "+1", "-1", "@A1", "\t1", "\r1", "\n1", "\uff1d1", "\uff0b1", "\uff0d1", "\uff201"),
+    *(" \t x", " x", "a=b", "'=x", "\\.", "back\\slash", 'say "hi"', "a,b", "x\ny", "zoë-日本", ""),
+    *(space + "=1" for space in "".join(map(chr, range(0x3001))) if space.isspace()),
+    *(space + "x" for space in " \x0b\x1c\x85\xa0\u2028\u3000"),
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_postgresql_renders_each_row_as_the_python_renderer_does(fmt, db):
+    for value in HOSTILE_CELLS:
+        record(
+            "test.hostile_cells",
+            outcome="deny",
+            reason=value,
+            tool=value,
+            action=value,
+            detail={
+                "value": value,
+                "escapes": 'back\\slash "quoted"\nnew line\t\u2028 ü 日本 \x01',
+                "n": [1.5, None],
+            },
+        )
+    run = ExportRun({"event_type": "test.hostile_cells"}, fmt)
+
+    copied = b"".join(chunk for chunk, _ in run.chunks())
+    rendered = b"".join(chunk for chunk, _ in _rendered_batches(run))
+
+    if fmt == "csv":
+        header = copied[: copied.index(b"\r\n") + 2]
+        copied_rows, rendered_rows = csv_rows(copied), csv_rows(header + rendered)
+        for row in copied_rows + rendered_rows:  # JSON cells: jsonb's key order and spacing
+            row["actors"], row["detail"] = json.loads(row["actors"]), json.loads(row["detail"])
+        tools = [row["tool"] for row in copied_rows]
+        triggers = {"=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20"}
+        defused = [v.startswith(("\t", "\r", "\n")) or v.lstrip()[:1] in triggers for v in HOSTILE_CELLS]
+        assert tools == ["'" + v if bad else v for v, bad in zip(HOSTILE_CELLS, defused, strict=True)]
+    else:
+        copied_rows, rendered_rows = jsonl_rows(copied), jsonl_rows(rendered)
+        assert [row["tool"] for row in copied_rows] == HOSTILE_CELLS
+        assert copied.count(b"\n") == len(HOSTILE_CELLS)
+    assert copied_rows == rendered_rows
+    assert copied_rows[0]["detail"]["escapes"] == 'back\\slash "quoted"\nnew line\t\u2028 ü 日本 \x01'
+
+
+def test_postgresql_writes_timestamps_as_isoformat_does(db):
+    times = [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),
+    ]
+    with connection.cursor() as cursor:
+        for moment in times:
+            cursor.execute("SELECT " + _ISO_SQL.format(c="%(t)s::timestamptz"), {"t": moment})
+            assert cursor.fetchone()[0] == moment.astimezone(UTC).isoformat()

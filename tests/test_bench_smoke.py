@@ -73,6 +73,7 @@ def test_the_benchmark_writes_every_figure_goal_and_machine_detail(report):
         "floor",
         "live",
         "live_uncached",
+        "live_async_commit",
         "revoked",
         "expired",
         "foreign",

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
+from audit.events import record
 from audit.models import AuditEvent
 from policies import introspection
 from policies.models import Agent, Delegation, DelegationPolicy, McpServer, ToolAction
@@ -394,3 +395,61 @@ def test_introspection_flush_voids_answers_after_a_change_that_sent_no_signal(oa
     assert is_active(calendar, live["access_token"])  # the cache cannot know
     call_command("introspection_flush", stdout=io.StringIO())
     assert not is_active(calendar, live["access_token"])
+
+
+def test_calls_with_one_token_through_the_whole_middleware_stack_decide_from_postgresql_once(
+    calendar, live, monkeypatch
+):
+    # The rate limiter, sessions, audit middleware and the delegation's last_used note run on
+    # every call: none of them may void the cached answer.
+    decided = []
+    decide_from_postgresql = introspection._decide
+    monkeypatch.setattr(
+        introspection, "_decide", lambda *args: decided.append(1) or decide_from_postgresql(*args)
+    )
+    for _ in range(20):
+        assert is_active(calendar, live["access_token"])
+    assert len(decided) == 1
+
+
+def synchronous_commit_of_audit_inserts(call) -> dict[str, str]:
+    """Event type -> the synchronous_commit its audit INSERT ran (and so committed) with, read in
+    that statement (RETURNING); the row is handed back to the caller as if untouched."""
+    seen = {}
+
+    def capture(execute, sql, params, many, context):
+        if not sql.startswith('INSERT INTO "audit_auditevent"'):
+            return execute(sql, params, many, context)
+        sql = sql.replace('RETURNING "id"', "RETURNING \"id\", current_setting('synchronous_commit')")
+        result = execute(sql, params, many, context)
+        cursor = context["cursor"]
+        seen[params[[f.column for f in AuditEvent._meta.concrete_fields][1:].index("event_type")]] = (
+            cursor.fetchone()[1]
+        )
+        cursor.scroll(0, mode="absolute")
+        return result
+
+    with connection.execute_wrapper(capture):
+        call()
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("synchronous", [True, False])
+def test_the_hot_path_setting_decides_whether_introspection_events_wait_for_the_wal_flush(
+    oauth, calendar, live, settings, synchronous
+):
+    settings.AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT = synchronous
+    seen = synchronous_commit_of_audit_inserts(
+        lambda: (
+            is_active(calendar, live["access_token"]),  # a miss
+            is_active(calendar, live["access_token"]),  # a hit
+            introspect(calendar, live["access_token"]),  # no tool call: "introspection"
+            record("agent.suspended", outcome="allow", agent=oauth.agent),  # any other, in autocommit
+        )
+    )
+    hot = "on" if synchronous else "off"
+    assert seen == {"tool_call.decision": hot, "introspection": hot, "agent.suspended": "on"}
+    with connection.cursor() as cursor:  # set for that statement's transaction only
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
