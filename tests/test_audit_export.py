@@ -17,7 +17,7 @@ from django.test import Client
 
 from audit.chain import latest_checkpoint, seal_pending_events
 from audit.events import record
-from audit.export import _ISO_SQL, ExportRun, _rendered_batches
+from audit.export import _ISO_SQL, ExportRun, _rendered_lines
 from audit.models import AuditEvent, AuditExport
 from console.roles import Role
 from tests.test_audit_export_fixtures import *  # noqa: F403  (fixtures)
@@ -400,7 +400,7 @@ def test_postgresql_renders_each_row_as_the_python_renderer_does(fmt, db):
     run = ExportRun({"event_type": "test.hostile_cells"}, fmt)
 
     copied = b"".join(chunk for chunk, _ in run.chunks())
-    rendered = b"".join(chunk for chunk, _ in _rendered_batches(run))
+    rendered = b"".join(_rendered_lines(run))
 
     if fmt == "csv":
         header = copied[: copied.index(b"\r\n") + 2]

@@ -12,9 +12,9 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 from django import forms
 from django.conf import settings
@@ -27,7 +27,6 @@ from audit.chain import latest_checkpoint
 from audit.events import record
 from audit.models import AuditEvent
 
-T = TypeVar("T")
 FORMATS = ("csv", "jsonl")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
 
@@ -181,11 +180,24 @@ class ExportRun:
     def count(self) -> int:
         return self.events.count()
 
-    def chunks(self) -> Iterator[tuple[bytes, int]]:
-        """(bytes, rows in them), a batch at a time; the first chunk of a CSV is the BOM and header."""
+    def chunks(self, *, copy: bool = True) -> Iterator[tuple[bytes, int]]:
+        """(bytes, rows in them), a batch at a time; the first chunk of a CSV is the BOM and header.
+
+        ``copy=False`` renders in Python: a caller that queries the database between chunks (job
+        progress) must, since the connection is busy until a COPY ends (psycopg blocks)."""
         if self.fmt == "csv":
             yield "\ufeff".encode() + _csv_batch([COLUMNS], guard=False), 0
-        yield from (_copied_batches if connection.vendor == "postgresql" else _rendered_batches)(self)
+        copied = copy and connection.vendor == "postgresql"
+        lines = _copied_lines(self) if copied else _rendered_lines(self)
+        batch: list[bytes] = []
+        size = _chunk_size()
+        for line in lines:
+            batch.append(line)
+            if len(batch) == size:
+                yield b"".join(batch), len(batch)
+                batch = []
+        if batch:
+            yield b"".join(batch), len(batch)
 
     def manifest(self, rows: int, sha256: str) -> dict[str, Any]:
         return {
@@ -225,34 +237,21 @@ def _csv_batch(rows: list, guard: bool = True) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _jsonl_batch(rows: list) -> bytes:
-    lines = []
-    for row in rows:
-        record = {
-            column: value.isoformat() if isinstance(value, datetime) else value
-            for column, value in zip(COLUMNS, row, strict=True)
-        }
-        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-    return "".join(lines).encode()
+def _jsonl_line(row: tuple) -> bytes:
+    """As PostgreSQL's row_to_json writes it: compact at the top, jsonb's ", " and ": " inside."""
+    fields = (
+        f"{json.dumps(column)}:"
+        + json.dumps(value.isoformat() if isinstance(value, datetime) else value, ensure_ascii=False)
+        for column, value in zip(COLUMNS, row, strict=True)
+    )
+    return ("{" + ",".join(fields) + "}\n").encode()
 
 
-def _in_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _rendered_batches(run: ExportRun) -> Iterator[tuple[bytes, int]]:
-    """Rows rendered cell by cell in Python: the path for SQLite (``make run``), which has no COPY."""
-    encode = _csv_batch if run.fmt == "csv" else _jsonl_batch
-    rows = run.events.values_list(*COLUMNS).iterator(chunk_size=_chunk_size())
-    for batch in _in_batches(rows, _chunk_size()):
-        yield encode(batch), len(batch)
+def _rendered_lines(run: ExportRun) -> Iterator[bytes]:
+    """Each row rendered in Python: the path for SQLite (``make run``), which has no COPY."""
+    render = (lambda row: _csv_batch([row])) if run.fmt == "csv" else _jsonl_line
+    for row in run.events.values_list(*COLUMNS).iterator(chunk_size=_chunk_size()):
+        yield render(row)
 
 
 # What ``_guarded``'s lstrip() skips before a formula trigger: Python's str.isspace().
@@ -285,7 +284,7 @@ def _column_sql(name: str, fmt: str) -> tuple[str, list[str]]:
     return column, []
 
 
-def _copied_batches(run: ExportRun) -> Iterator[tuple[bytes, int]]:
+def _copied_lines(run: ExportRun) -> Iterator[bytes]:
     """The rows rendered by PostgreSQL (COPY ... TO STDOUT), one per CopyData message: guard,
     timestamps and JSON are done in SQL, not cell by cell in Python."""
     # Only our own constant SQL and column names; filter values stay parameters.
@@ -301,12 +300,11 @@ def _copied_batches(run: ExportRun) -> Iterator[tuple[bytes, int]]:
             f"COPY (SELECT row_to_json(e)::text FROM ({select}) AS e({', '.join(COLUMNS)})) "  # noqa: S608
             "TO STDOUT (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
         )
-    # COPY ends each row with LF; Python's csv (and RFC 4180) end CSV rows with CRLF.
-    end = b"\r\n" if run.fmt == "csv" else b"\n"
     # The psycopg cursor itself: Django's debug wrapper's copy() takes no parameters.
     with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
-        for batch in _in_batches(copy, _chunk_size()):
-            yield end.join([line[:-1] for line in batch]) + end, len(batch)
+        for line in copy:
+            # COPY ends a CSV row with LF, Python's csv (and RFC 4180) with CRLF.
+            yield bytes(line[:-1]) + b"\r\n" if run.fmt == "csv" else bytes(line)
 
 
 def _checkpoint_covered(events: QuerySet[AuditEvent]) -> dict[str, Any] | None:
@@ -342,7 +340,7 @@ def export_events(
     """
     run = run or ExportRun(parse_filters(filters), fmt)
     digest, rows = hashlib.sha256(), 0
-    for data, count in run.chunks():
+    for data, count in run.chunks(copy=on_progress is None):
         out.write(data)
         digest.update(data)
         rows += count
