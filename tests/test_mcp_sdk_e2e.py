@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,22 +63,32 @@ def calendar_mcp(live_console, human, tmp_path) -> Iterator[RegisteredServer]:
     port = free_loopback_port()
     registered = make_server("calendar", f"http://127.0.0.1:{port}/mcp", CALENDAR_TOOLS)
     allow_delegation("staff", [human], registered.server, ["list_events:read", "create_event:write"])
+    with running_example("calendar_server.py", registered, live_console, port, tmp_path):
+        yield registered
+
+
+@contextmanager
+def running_example(
+    script: str, registered: RegisteredServer, console_url: str, port: int, tmp_path, **env: str
+) -> Iterator[None]:
+    """An example MCP server of examples/ as a subprocess, with its console credentials, until exit."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "CONSOLE_URL": live_console,
+        "CONSOLE_URL": console_url,
         "MCP_SERVER_CLIENT_ID": registered.client_id,
         "MCP_SERVER_CLIENT_SECRET": registered.client_secret,
         "MCP_SERVER_URL": f"http://127.0.0.1:{port}",
+        **env,
     }
-    log = tmp_path / "calendar_server.log"
+    log = tmp_path / f"{script}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "calendar_server.py")], env=env, stdout=out, stderr=out
+            [sys.executable, str(ROOT / "examples" / script)], env=env, stdout=out, stderr=out
         )
     try:
         wait_until_serving(prm_url(registered), process, log)
-        yield registered
+        yield
     finally:
         process.terminate()
         try:

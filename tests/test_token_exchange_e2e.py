@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -35,13 +32,11 @@ from tests.support import free_loopback_port
 from tests.test_mcp_sdk_e2e import (
     AGENT_REDIRECT_URI,
     PASSWORD,
-    ROOT,
     HumanAtBrowser,
     HumanRefused,
     MemoryStorage,
     in_django,
-    prm_url,
-    wait_until_serving,
+    running_example,
 )
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -92,29 +87,10 @@ def assistant(live_console, carol, calendar, tmp_path) -> Iterator[RegisteredSer
     allow_delegation("staff", [carol], registered.server, ["agenda:read"])
     hop = ExchangePolicy.objects.create(source=registered.server, target=calendar.server)
     hop.scopes.add(ToolAction.objects.get(tool__server=calendar.server, name="read"))
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "CONSOLE_URL": live_console,
-        "MCP_SERVER_CLIENT_ID": registered.client_id,
-        "MCP_SERVER_CLIENT_SECRET": registered.client_secret,
-        "MCP_SERVER_URL": f"http://127.0.0.1:{port}",
-        "CALENDAR_MCP_URL": calendar.resource,
-    }
-    log = tmp_path / "assistant_server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "assistant_server.py")], env=env, stdout=out, stderr=out
-        )
-    try:
-        wait_until_serving(prm_url(registered), process, log)
+    with running_example(
+        "assistant_server.py", registered, live_console, port, tmp_path, CALENDAR_MCP_URL=calendar.resource
+    ):
         yield registered
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def run_agent(
