@@ -412,9 +412,10 @@ def test_calls_with_one_token_through_the_whole_middleware_stack_decide_from_pos
     assert len(decided) == 1
 
 
-def synchronous_commit_of_audit_inserts(call) -> dict[str, str]:
+def synchronous_commit_of_audit_inserts(call) -> tuple[dict[str, str], str]:
     """Event type -> the synchronous_commit its audit INSERT ran (and so committed) with, read in
-    that statement (RETURNING); the row is handed back to the caller as if untouched."""
+    that statement (RETURNING); the row is handed back to the caller as if untouched. Also the
+    session's own setting once ``call`` is done."""
     seen = {}
 
     def capture(execute, sql, params, many, context):
@@ -429,9 +430,20 @@ def synchronous_commit_of_audit_inserts(call) -> dict[str, str]:
         cursor.scroll(0, mode="absolute")
         return result
 
-    with connection.execute_wrapper(capture):
-        call()
-    return seen
+    # The session starts durable whatever the server's default (scripts/with-services' throwaway
+    # PostgreSQL runs with synchronous_commit off, for speed).
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = on")
+    try:
+        with connection.execute_wrapper(capture):
+            call()
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            after = cursor.fetchone()[0]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+    return seen, after
 
 
 @pytest.mark.django_db(transaction=True)
@@ -440,7 +452,7 @@ def test_the_hot_path_setting_decides_whether_introspection_events_wait_for_the_
     oauth, calendar, live, settings, synchronous
 ):
     settings.AUDIT_HOT_PATH_SYNCHRONOUS_COMMIT = synchronous
-    seen = synchronous_commit_of_audit_inserts(
+    seen, session_after = synchronous_commit_of_audit_inserts(
         lambda: (
             is_active(calendar, live["access_token"]),  # a miss
             is_active(calendar, live["access_token"]),  # a hit
@@ -450,6 +462,4 @@ def test_the_hot_path_setting_decides_whether_introspection_events_wait_for_the_
     )
     hot = "on" if synchronous else "off"
     assert seen == {"tool_call.decision": hot, "introspection": hot, "agent.suspended": "on"}
-    with connection.cursor() as cursor:  # set for that statement's transaction only
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
+    assert session_after == "on"  # set for that statement's transaction only

@@ -216,7 +216,8 @@ def world(db, tmp_path, settings) -> World:
         "policies.delegationpolicy": alice.groups.get().delegation_policies.get(),
         "policies.exchangepolicy": ExchangePolicy.objects.create(
             source=files.server,
-            target=make_server("notes", f"http://127.0.0.1:{free_loopback_port()}/mcp", {}).server,
+            # Never called: a fixed URI (a second free port may equal the files server's).
+            target=make_server("notes", "https://notes.example.com/mcp", {}).server,
         ),
         "policies.policysetting": PolicySetting.objects.create(
             key="agent_registration", value="auto_approve"
