@@ -194,6 +194,19 @@ def _qr_svg(url: str) -> str:
     return segno.make(url, error="m").svg_inline(scale=4, title="Authenticator QR code")
 
 
+def _record_wrong_code(request: HttpRequest, user, step: str) -> None:
+    """A wrong TOTP or recovery code, at enrolment or at sign-in, in the audit trail."""
+    record(
+        "auth.2fa_failed",
+        outcome="deny",
+        reason="wrong_code",
+        actor=user,
+        human=user,
+        request=request,
+        detail={"step": step},
+    )
+
+
 @_staff_only
 def two_factor_setup(request: HttpRequest) -> HttpResponse:
     """Enrol an authenticator app: scan, confirm one code, then see the recovery codes once."""
@@ -228,15 +241,7 @@ def two_factor_setup(request: HttpRequest) -> HttpResponse:
                 request, "security/recovery_codes.html", {"codes": codes, "next": _next_url(request)}
             )
         error = "That code did not match. Check the time on your phone and try the newest code."
-        record(
-            "auth.2fa_failed",
-            outcome="deny",
-            reason="wrong_code",
-            actor=user,
-            human=user,
-            request=request,
-            detail={"step": "enrolment"},
-        )
+        _record_wrong_code(request, user, "enrolment")
     return render(
         request,
         "security/two_factor_setup.html",
@@ -290,15 +295,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
                 )
             return redirect(_next_url(request))
         error = "That code is not valid. Use the newest code from your app, or an unused recovery code."
-        record(
-            "auth.2fa_failed",
-            outcome="deny",
-            reason="wrong_code",
-            actor=user,
-            human=user,
-            request=request,
-            detail={"step": "sign-in"},
-        )
+        _record_wrong_code(request, user, "sign-in")
     return render(
         request,
         "security/two_factor_verify.html",
